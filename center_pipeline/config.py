@@ -1,0 +1,185 @@
+"""Settings read from the environment, one group per concern.
+
+Each group is loaded when a run needs it, not when the code location loads, so a missing
+or invalid value fails only the runs that use it. `load_settings` turns pydantic's
+validation errors into a `ConfigError` that names each variable and shows a valid example.
+"""
+
+import os
+import re
+from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Raised when an environment variable is missing or invalid; the message says how to fix it."""
+
+
+def _example(value: str) -> dict:
+    return {"example": value}
+
+
+class _EnvSettings(BaseSettings):
+    # Entry points load `.env` into os.environ first (see `load_dotenv_file`), so every
+    # reader, Dagster's EnvVar included, sees the same values.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+
+def _require_http_url(value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class LocationSettings(_EnvSettings):
+    """Where the location APIs are and how hard to press them."""
+
+    location_slug_api_url: str = Field(
+        json_schema_extra=_example("https://locations.example.com/api/slugs")
+    )
+    location_data_api_url: str = Field(
+        json_schema_extra=_example("https://locations.example.com/api/data")
+    )
+    default_radius_miles: float = Field(default=25.0, gt=0, le=500, json_schema_extra=_example("25"))
+    location_api_concurrency: int = Field(default=16, ge=1, le=256, json_schema_extra=_example("16"))
+    location_api_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, json_schema_extra=_example("10")
+    )
+
+    @field_validator("location_slug_api_url", "location_data_api_url")
+    @classmethod
+    def _check_urls(cls, value: str) -> str:
+        return _require_http_url(value)
+
+
+class DatabaseSettings(_EnvSettings):
+    """The application database that holds `centers` and `batch_runs`."""
+
+    database_url: str = Field(
+        default="sqlite:///stage.db",
+        json_schema_extra=_example("postgresql://user@127.0.0.1:5432/centers"),
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_scheme(cls, value: str) -> str:
+        value = value.strip()
+        # Heroku-style URLs say postgres://, which SQLAlchemy does not accept.
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class LlmSettings(_EnvSettings):
+    """Which OpenAI-compatible model answers the event questions, and how many at once."""
+
+    llm_provider: Literal["openai", "grok"] = Field(
+        default="openai", json_schema_extra=_example("openai")
+    )
+    llm_model: str | None = Field(default=None, json_schema_extra=_example("gpt-4o-mini"))
+    llm_base_url: str | None = Field(
+        default=None, json_schema_extra=_example("http://127.0.0.1:8001/v1")
+    )
+    llm_concurrency: int = Field(default=8, ge=1, le=256, json_schema_extra=_example("8"))
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, le=600, json_schema_extra=_example("60"))
+
+    @field_validator("llm_provider", mode="before")
+    @classmethod
+    def _lowercase_provider(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        return _require_http_url(value) if value else None
+
+    @property
+    def model(self) -> str:
+        """The model to call: `LLM_MODEL`, or the provider's default."""
+        return self.llm_model or DEFAULT_MODELS[self.llm_provider]
+
+    @property
+    def base_url(self) -> str | None:
+        """The API base URL: `LLM_BASE_URL`, or the provider's public endpoint."""
+        return self.llm_base_url or DEFAULT_BASE_URLS[self.llm_provider]
+
+
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "grok": "grok-3-mini"}
+# None lets the openai SDK use its own default endpoint.
+DEFAULT_BASE_URLS = {"openai": None, "grok": "https://api.x.ai/v1"}
+
+
+class EventSettings(_EnvSettings):
+    """Where event CSVs go and which days they cover."""
+
+    events_output_dir: str = Field(default="data/events", json_schema_extra=_example("data/events"))
+    event_window_days: int = Field(default=30, ge=1, le=366, json_schema_extra=_example("30"))
+
+
+class ScheduleSettings(_EnvSettings):
+    """When the nightly sync-and-run fires."""
+
+    cron_schedule: str = Field(default="0 2 * * *", json_schema_extra=_example("0 2 * * *"))
+    cron_enabled: bool = Field(default=True, json_schema_extra=_example("true"))
+    cron_timezone: str = Field(default="UTC", json_schema_extra=_example("America/Chicago"))
+
+    @field_validator("cron_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError("must be an IANA time zone name") from error
+        return value
+
+
+SettingsT = TypeVar("SettingsT", bound=_EnvSettings)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """Read one settings group from the environment.
+
+    Raises:
+        ConfigError: one line per bad variable, with the value given and a valid example.
+    """
+    try:
+        return settings_class()
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(settings_class, error)) from None
+
+
+def describe_validation_error(settings_class: type[_EnvSettings], error: ValidationError) -> str:
+    """Format pydantic errors as one actionable line per environment variable."""
+    lines = []
+    for problem in error.errors():
+        field_name = str(problem["loc"][0]) if problem["loc"] else ""
+        env_name = field_name.upper()
+        field = settings_class.model_fields.get(field_name)
+        extra = field.json_schema_extra if field and isinstance(field.json_schema_extra, dict) else {}
+        example = f" Example: {env_name}={extra['example']}" if "example" in extra else ""
+        if problem["type"] == "missing":
+            lines.append(f"{env_name} is not set.{example}")
+        else:
+            given = hide_url_password(os.environ.get(env_name, ""))
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{env_name}={given!r} is invalid: {message}.{example}")
+    return "Invalid configuration: " + " ".join(lines)
+
+
+def hide_url_password(text: str) -> str:
+    """Replace the password in any `scheme://user:password@host` inside text with ***."""
+    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+
+
+def load_dotenv_file() -> None:
+    """Load `.env` from the working directory into os.environ, never overriding set values."""
+    from dotenv import load_dotenv
+
+    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)

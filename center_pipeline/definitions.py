@@ -1,0 +1,46 @@
+"""The code location: every asset, job, schedule, sensor and resource of the project."""
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from center_pipeline.assets.events import center_events
+from center_pipeline.assets.sync import center_details, center_slugs, centers
+from center_pipeline.config import load_dotenv_file
+from center_pipeline.db.resource import DatabaseResource
+from center_pipeline.events.resource import LlmResource
+from center_pipeline.jobs import batch_job, sync_and_run_job, sync_job
+from center_pipeline.locations.resource import LocationApiResource
+from center_pipeline.schedules import build_nightly_schedule
+from center_pipeline.sensors import batch_after_sync, fail_abandoned_batches
+
+
+def _env_var_if_set(*names: str) -> EnvVar | None:
+    """EnvVar for the first of `names` that is set, so the secret is read at launch."""
+    for name in names:
+        if os.environ.get(name):
+            return EnvVar(name)
+    return None
+
+
+def _llm_key_variables() -> tuple[str, ...]:
+    provider = os.environ.get("LLM_PROVIDER", "openai").strip().lower()
+    return ("LLM_API_KEY", "XAI_API_KEY" if provider == "grok" else "OPENAI_API_KEY")
+
+
+def build_definitions() -> Definitions:
+    load_dotenv_file()
+    return Definitions(
+        assets=[center_slugs, center_details, centers, center_events],
+        jobs=[sync_job, sync_and_run_job, batch_job],
+        schedules=[build_nightly_schedule()],
+        sensors=[batch_after_sync, fail_abandoned_batches],
+        resources={
+            "location_api": LocationApiResource(api_key=_env_var_if_set("LOCATION_API_KEY")),
+            "llm": LlmResource(api_key=_env_var_if_set(*_llm_key_variables())),
+            "database": DatabaseResource(url=_env_var_if_set("DATABASE_URL")),
+        },
+    )
+
+
+defs = build_definitions()

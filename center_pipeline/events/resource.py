@@ -1,0 +1,36 @@
+"""Dagster resource for the OpenAI-compatible LLM that finds events."""
+
+from dagster import ConfigurableResource
+
+from center_pipeline.config import ConfigError, LlmSettings, load_settings
+from center_pipeline.events.llm_client import EventsLlmClient
+
+API_KEY_VARIABLES = ("LLM_API_KEY", "OPENAI_API_KEY", "XAI_API_KEY")
+
+
+class LlmResource(ConfigurableResource):
+    """Builds the chat-completions client from LLM_* settings.
+
+    `api_key` is set through EnvVar from the first of LLM_API_KEY, OPENAI_API_KEY and
+    XAI_API_KEY that is set when the definitions load.
+    """
+
+    api_key: str | None = None
+
+    def settings(self) -> LlmSettings:
+        return load_settings(LlmSettings)
+
+    def create_client(self, settings: LlmSettings) -> EventsLlmClient:
+        if not self.api_key:
+            fallback = "OPENAI_API_KEY" if settings.llm_provider == "openai" else "XAI_API_KEY"
+            raise ConfigError(
+                f"Invalid configuration: LLM_API_KEY is not set (nor {fallback}). "
+                "Example: LLM_API_KEY=sk-... (for the sample servers any value works, "
+                "e.g. LLM_API_KEY=sample-key)."
+            )
+        return EventsLlmClient(
+            api_key=self.api_key,
+            model=settings.model,
+            base_url=settings.base_url,
+            timeout_seconds=settings.llm_timeout_seconds,
+        )

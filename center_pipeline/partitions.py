@@ -1,0 +1,63 @@
+"""The dynamic partitions of `center_events`: one partition per active center slug."""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dagster import DagsterInstance, DynamicPartitionsDefinition
+
+logger = logging.getLogger(__name__)
+
+center_partitions = DynamicPartitionsDefinition(name="centers")
+
+# Dagster rejects these substrings in partition keys; commas and brackets also break the
+# comma-separated and range forms of partition selections in the UI and in run tags.
+_FORBIDDEN_SUBSTRINGS = ("...", ",", "[", "]")
+MAX_PARTITION_KEY_LENGTH = 255
+
+# Keys per add call. Dagster's SQLite storage binds one variable per key, and very large
+# calls fail with "too many SQL variables".
+PARTITION_CHUNK_SIZE = 500
+
+
+def partition_key_problem(slug: str) -> str | None:
+    """Why a slug cannot be a partition key, or None when it can."""
+    if not slug:
+        return "the slug is empty"
+    if len(slug) > MAX_PARTITION_KEY_LENGTH:
+        return f"the slug is {len(slug)} characters long; partition keys allow at most 255"
+    if any(not character.isprintable() for character in slug):
+        return "the slug contains control characters"
+    for substring in _FORBIDDEN_SUBSTRINGS:
+        if substring in slug:
+            return f"the slug contains {substring!r}, which Dagster partition keys cannot hold"
+    return None
+
+
+@dataclass(frozen=True)
+class PartitionChanges:
+    added: list[str]
+    removed: list[str]
+    rejected: dict[str, str]
+
+
+def sync_center_partitions(instance: DagsterInstance, active_slugs: Sequence[str]) -> PartitionChanges:
+    """Make the partitions equal the usable active slugs, adding and removing in chunks."""
+    rejected = {slug: problem for slug in active_slugs if (problem := partition_key_problem(slug))}
+    wanted = [slug for slug in active_slugs if slug not in rejected]
+    current = set(instance.get_dynamic_partitions(center_partitions.name))
+
+    to_add = [slug for slug in wanted if slug not in current]
+    for start in range(0, len(to_add), PARTITION_CHUNK_SIZE):
+        instance.add_dynamic_partitions(
+            center_partitions.name, to_add[start : start + PARTITION_CHUNK_SIZE]
+        )
+
+    wanted_set = set(wanted)
+    to_remove = sorted(key for key in current if key not in wanted_set)
+    for key in to_remove:
+        instance.delete_dynamic_partition(center_partitions.name, key)
+
+    for slug, problem in rejected.items():
+        logger.warning("Center %r gets no partition: %s", slug, problem)
+    return PartitionChanges(added=to_add, removed=to_remove, rejected=rejected)

@@ -1,0 +1,15 @@
+"""Small formatters for run metadata and summaries."""
+
+from collections.abc import Mapping
+
+MAX_LISTED_REASONS = 50
+
+
+def markdown_reasons(reasons: Mapping[str, str]) -> str:
+    """A Markdown list of `slug: reason`, capped at 50 entries with a count of the rest."""
+    if not reasons:
+        return "None."
+    lines = [f"- `{slug}`: {reason}" for slug, reason in list(reasons.items())[:MAX_LISTED_REASONS]]
+    if len(reasons) > MAX_LISTED_REASONS:
+        lines.append(f"- … and {len(reasons) - MAX_LISTED_REASONS} more")
+    return "\n".join(lines)
