@@ -129,6 +129,10 @@ def run_batch(
         except OSError as error:
             logger.exception("Writing the CSV for %r failed", center.slug)
             return _failed(center, f"could not write the CSV: {error}")
+        except ValueError as error:
+            # render_prompt and csv_path_for reject centers they cannot use safely.
+            logger.warning("Center %r cannot be processed: %s", center.slug, error)
+            return _failed(center, f"invalid center data: {error}")
         circuit.record(None)
         return outcome
 
