@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance
 
+from center_pipeline.assets.events import FORCE_TAG
 from center_pipeline.config import (
     ConfigError,
     DatabaseSettings,
@@ -16,8 +17,14 @@ from center_pipeline.config import (
     load_dotenv_file,
     load_settings,
 )
-from center_pipeline.db.engine import DatabaseUnavailable, create_database_engine
-from center_pipeline.launch import SYNC_RUN_TAG, all_centers_tags
+from center_pipeline.db.engine import (
+    DatabaseUnavailable,
+    create_database_engine,
+    describe_url,
+    upgrade_database,
+)
+from center_pipeline.db.schema import SchemaOutOfDate, SchemaState
+from center_pipeline.launch import RUN_DATE_TAG, SYNC_RUN_TAG, all_centers_tags, resume_tags
 from center_pipeline.runner import JobRun, execute_job, open_instance
 from center_pipeline.status import run_status_document
 
@@ -34,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv_file()
     try:
         return args.handler(args)
-    except (ConfigError, DatabaseUnavailable) as error:
+    except (ConfigError, DatabaseUnavailable, SchemaOutOfDate) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -59,9 +66,25 @@ def _build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--run-date", help="the run date of the batch as YYYY-MM-DD (default: today)"
         )
+    for command in (batch, both):
+        command.add_argument(
+            "--force",
+            action="store_true",
+            help="call the LLM for every center, also those whose CSV for the run date an "
+            f"earlier run wrote (sets the run tag {FORCE_TAG}=true)",
+        )
+    demo.set_defaults(force=False)
+    batch.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="re-execute a failed or killed batch run: same centers and run date, redoing "
+        "only the centers that did not succeed",
+    )
 
-    status = commands.add_parser("status", help="print the status of a batch or sync run")
-    status.add_argument("run_id", metavar="RUN_ID", help="a Dagster run id")
+    status = commands.add_parser(
+        "status", help="print the status of a batch or sync run, or of a bridge request"
+    )
+    status.add_argument("run_id", metavar="RUN_ID", help="a Dagster run id or a bridge request id")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.set_defaults(handler=_status)
 
@@ -74,6 +97,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "--latency-ms", type=int, default=0, help="delay added to every response, in ms"
     )
     servers.set_defaults(handler=_sample_servers)
+
+    database = commands.add_parser("db", help="manage the application tables in DATABASE_URL")
+    database_commands = database.add_subparsers(required=True, metavar="COMMAND")
+    upgrade = database_commands.add_parser(
+        "upgrade",
+        help="create the tables, or upgrade them to this release's schema keeping their rows",
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
+
+    bridge = commands.add_parser(
+        "bridge", help="serve the REST bridge; the Dagster daemon launches what it accepts"
+    )
+    bridge.add_argument("--host", help="address to listen on (default: BRIDGE_HOST or 127.0.0.1)")
+    bridge.add_argument("--port", type=int, help="port (default: BRIDGE_PORT or 8080)")
+    bridge.set_defaults(handler=_bridge)
     return parser
 
 
@@ -85,14 +123,20 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     instance = open_instance()
-    batch = _run_batch(instance, args.run_date, sync_run_id=None)
+    if args.resume:
+        tags = resume_tags(instance, _engine(), args.resume)
+        if args.force:
+            tags[FORCE_TAG] = "true"
+        batch = execute_job("run_batch", instance, tags=tags, progress_engine=_engine())
+    else:
+        batch = _run_batch(instance, args.run_date, sync_run_id=None, force=args.force)
     return _finish(args, instance, sync=None, batch=batch)
 
 
 def _sync_and_run(args: argparse.Namespace) -> int:
     instance = open_instance()
     sync = _run_sync(instance, "sync_and_run")
-    batch = _run_batch(instance, args.run_date, sync.run_id) if sync.success else None
+    batch = _run_batch(instance, args.run_date, sync.run_id, args.force) if sync.success else None
     if not sync.success:
         print("The sync failed, so the batch was not started.", file=sys.stderr)
     return _finish(args, instance, sync, batch)
@@ -116,15 +160,19 @@ def _run_sync(instance: DagsterInstance, job_name: str) -> JobRun:
     return execute_job(job_name, instance)
 
 
-def _run_batch(instance: DagsterInstance, run_date: str | None, sync_run_id: str | None) -> JobRun | None:
+def _run_batch(
+    instance: DagsterInstance, run_date: str | None, sync_run_id: str | None, force: bool = False
+) -> JobRun | None:
     tags = all_centers_tags(instance)
     if tags is None:
         print("No center partitions exist yet; run `center-pipeline sync` first.", file=sys.stderr)
         return None
     if run_date:
-        tags["center_pipeline/run_date"] = run_date
+        tags[RUN_DATE_TAG] = run_date
     if sync_run_id:
         tags[SYNC_RUN_TAG] = sync_run_id
+    if force:
+        tags[FORCE_TAG] = "true"
     return execute_job("run_batch", instance, tags=tags, progress_engine=_engine())
 
 
@@ -189,7 +237,7 @@ def _status(args: argparse.Namespace) -> int:
     instance = open_instance() if os.environ.get("DAGSTER_HOME") else None
     document = run_status_document(_engine(), args.run_id, instance)
     if document is None:
-        print(f"error: no batch or sync run with id {args.run_id!r}", file=sys.stderr)
+        print(f"error: no run or bridge request with id {args.run_id!r}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(document, indent=2, default=str))
@@ -202,6 +250,19 @@ def _status(args: argparse.Namespace) -> int:
         for result in document["results"]:
             detail = result["csv_path"] if result["status"] == "success" else result["error"]
             print(f"  {result['status']:<8} {result['slug']}: {detail}")
+    elif document["kind"] == "request":
+        runs = ", ".join(document["run_ids"]) or "none yet"
+        print(
+            f"Bridge request {args.run_id} ({document['request_kind']}): {document['status']}; "
+            f"runs: {runs}."
+        )
+        if document["detail"]:
+            print(f"  {document['detail']}")
+    elif document["kind"] == "run":
+        print(
+            f"{document['job_name']} run {args.run_id}: {document['status']} "
+            f"({document['dagster_status']}); it has written no batch or sync record."
+        )
     else:
         print(
             f"Sync run {args.run_id}: {document['status']}, {document['listed']} listed, "
@@ -222,6 +283,28 @@ def _sample_servers(args: argparse.Namespace) -> int:
         location_faults=latency,
         llm_faults=latency,
     )
+    return 0
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from center_pipeline.bridge.server import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    url = load_settings(DatabaseSettings).database_url
+    change = upgrade_database(url)
+    where = describe_url(url)
+    if change.state is SchemaState.EMPTY:
+        print(f"Created the application tables in {where} at revision {change.after}.")
+    elif change.state is SchemaState.PREVIOUS_RELEASE:
+        print(f"Upgraded {where} from the release before migrations to revision {change.after}.")
+    elif change.before != change.after:
+        print(f"Upgraded {where} from revision {change.before} to {change.after}.")
+    else:
+        print(f"{where} is already at revision {change.after}; nothing to do.")
     return 0
 
 

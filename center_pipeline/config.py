@@ -5,13 +5,16 @@ or invalid value fails only the runs that use it. `load_settings` turns pydantic
 validation errors into a `ConfigError` that names each variable and shows a valid example.
 """
 
+import json
 import os
 import re
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from center_pipeline.events.pricing import ModelPrice
 
 
 class ConfigError(Exception):
@@ -26,6 +29,11 @@ class _EnvSettings(BaseSettings):
     # Entry points load `.env` into os.environ first (see `load_dotenv_file`), so every
     # reader, Dagster's EnvVar included, sees the same values.
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+
+def _blank_to_none(value: object) -> object:
+    """Read an empty or blank variable as unset, as `LLM_REQUESTS_PER_MINUTE=` in `.env` is."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def _require_http_url(value: str) -> str:
@@ -49,6 +57,16 @@ class LocationSettings(_EnvSettings):
     location_api_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, json_schema_extra=_example("10")
     )
+    # Detail requests started per second, across all LOCATION_API_CONCURRENCY threads. Unset
+    # means no limit.
+    location_api_requests_per_second: float | None = Field(
+        default=None, gt=0, le=10_000, json_schema_extra=_example("20")
+    )
+
+    @field_validator("location_api_requests_per_second", mode="before")
+    @classmethod
+    def _blank_rate_is_unset(cls, value: object) -> object:
+        return _blank_to_none(value)
 
     @field_validator("location_slug_api_url", "location_data_api_url")
     @classmethod
@@ -88,6 +106,55 @@ class LlmSettings(_EnvSettings):
     )
     llm_concurrency: int = Field(default=8, ge=1, le=256, json_schema_extra=_example("8"))
     llm_timeout_seconds: float = Field(default=60.0, gt=0, le=600, json_schema_extra=_example("60"))
+    # LLM calls started per minute, across all LLM_CONCURRENCY threads. Unset means no limit.
+    llm_requests_per_minute: float | None = Field(
+        default=None, gt=0, le=1_000_000, json_schema_extra=_example("500")
+    )
+    # Ground each center's events in a web search through the Responses API. OpenAI and xAI
+    # both offer it. A server set by LLM_BASE_URL may not, and then each center fails with
+    # a message that names this variable.
+    llm_web_search: bool = Field(default=True, json_schema_extra=_example("true"))
+    # USD prices by model name. They override and extend the built-in estimates in
+    # `center_pipeline/events/pricing.py`.
+    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(
+        default_factory=dict,
+        json_schema_extra=_example(
+            '\'{"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6, '
+            '"per_tool_call": 0.01}}\''
+        ),
+    )
+
+    @field_validator("llm_requests_per_minute", mode="before")
+    @classmethod
+    def _blank_rate_is_unset(cls, value: object) -> object:
+        return _blank_to_none(value)
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: object) -> object:
+        """Read LLM_PRICES as a JSON object, naming the model and field of a bad entry."""
+        value = _blank_to_none(value)
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"must be a JSON object ({error})") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object that maps model names to prices")
+        prices = {}
+        for model, entry in value.items():
+            try:
+                prices[str(model)] = ModelPrice.model_validate(entry)
+            except ValidationError as error:
+                problems = "; ".join(
+                    f"{'.'.join(str(part) for part in problem['loc']) or 'price'}: "
+                    f"{problem['msg']}"
+                    for problem in error.errors()
+                )
+                raise ValueError(f"the price of model {model!r} is invalid ({problems})") from None
+        return prices
 
     @field_validator("llm_provider", mode="before")
     @classmethod
@@ -120,6 +187,14 @@ class EventSettings(_EnvSettings):
 
     events_output_dir: str = Field(default="data/events", json_schema_extra=_example("data/events"))
     event_window_days: int = Field(default=30, ge=1, le=366, json_schema_extra=_example("30"))
+    batch_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=600, json_schema_extra=_example("15")
+    )
+    # A batch whose heartbeat is older than this is taken as dead and marked failed. Keep it
+    # well above the heartbeat interval.
+    batch_stale_after_seconds: float = Field(
+        default=300.0, gt=0, json_schema_extra=_example("300")
+    )
 
 
 class ScheduleSettings(_EnvSettings):
@@ -183,3 +258,27 @@ def load_dotenv_file() -> None:
     from dotenv import load_dotenv
 
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+
+
+class BridgeSettings(_EnvSettings):
+    """The REST bridge's address, bearer token, body limit and sensor interval."""
+
+    # Checked for length by the bridge at startup, so that no message shows the value.
+    bridge_api_token: SecretStr | None = Field(
+        default=None, json_schema_extra=_example("a random string of 16 characters or more")
+    )
+    bridge_host: str = Field(default="127.0.0.1", json_schema_extra=_example("127.0.0.1"))
+    bridge_port: int = Field(default=8080, ge=1, le=65535, json_schema_extra=_example("8080"))
+    bridge_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=67_108_864, json_schema_extra=_example("1048576")
+    )
+    bridge_sensor_interval_seconds: int = Field(
+        default=10, ge=1, le=3600, json_schema_extra=_example("10")
+    )
+
+    @field_validator("bridge_api_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value

@@ -6,6 +6,7 @@ from dagster import Definitions, EnvVar
 
 from center_pipeline.assets.events import center_events
 from center_pipeline.assets.sync import center_details, center_slugs, centers
+from center_pipeline.bridge.sensor import build_bridge_sensor
 from center_pipeline.config import load_dotenv_file
 from center_pipeline.db.resource import DatabaseResource
 from center_pipeline.events.resource import LlmResource
@@ -34,7 +35,7 @@ def build_definitions() -> Definitions:
         assets=[center_slugs, center_details, centers, center_events],
         jobs=[sync_job, sync_and_run_job, batch_job],
         schedules=[build_nightly_schedule()],
-        sensors=[batch_after_sync, fail_abandoned_batches],
+        sensors=[batch_after_sync, fail_abandoned_batches, build_bridge_sensor()],
         resources={
             "location_api": LocationApiResource(api_key=_env_var_if_set("LOCATION_API_KEY")),
             "llm": LlmResource(api_key=_env_var_if_set(*_llm_key_variables())),

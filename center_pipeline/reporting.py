@@ -6,7 +6,7 @@ MAX_LISTED_REASONS = 50
 
 
 def markdown_reasons(reasons: Mapping[str, str]) -> str:
-    """A Markdown list of `slug: reason`, capped at 50 entries with a count of the rest."""
+    """Format `slug: reason` pairs as a Markdown list of at most 50 entries and a count."""
     if not reasons:
         return "None."
     lines = [f"- `{slug}`: {reason}" for slug, reason in list(reasons.items())[:MAX_LISTED_REASONS]]

@@ -23,7 +23,7 @@ MINIMAL_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 
 
 def open_instance() -> DagsterInstance:
-    """The instance in DAGSTER_HOME, so CLI runs show in `dagster dev` and the daemon."""
+    """Open the instance in DAGSTER_HOME, so CLI runs show in `dagster dev` and the daemon."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         raise ConfigError(
@@ -117,6 +117,8 @@ class _BatchProgress:
             if self._bar is None:
                 self._bar = tqdm(total=total, desc="Centers", unit="center", file=sys.stderr)
             self._bar.update(done - self._bar.n)
-        elif done != self._last_printed and (done == total or done - self._last_printed >= max(1, total // 10)):
+        elif done != self._last_printed and (
+            done == total or done - self._last_printed >= max(1, total // 10)
+        ):
             print(f"Centers done: {done} of {total}", file=sys.stderr, flush=True)
             self._last_printed = done

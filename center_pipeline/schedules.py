@@ -14,11 +14,15 @@ DEFAULT_CRON = "0 2 * * *"
 
 
 def build_nightly_schedule() -> ScheduleDefinition:
-    """The sync-and-run schedule; a bad setting stops it and says why instead of failing to load."""
+    """Build the sync-and-run schedule. A bad setting stops it and its description says why."""
     problem = None
     try:
         settings = load_settings(ScheduleSettings)
-        cron, timezone, enabled = settings.cron_schedule, settings.cron_timezone, settings.cron_enabled
+        cron, timezone, enabled = (
+            settings.cron_schedule,
+            settings.cron_timezone,
+            settings.cron_enabled,
+        )
     except ConfigError as error:
         problem = str(error)
         cron, timezone, enabled = DEFAULT_CRON, "UTC", False

@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary Dagster home and app database, on SQLite and PostgreSQL."""
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,9 @@ def _postgres_unavailable_reason() -> str | None:
         with psycopg.connect(_libpq_url(TEST_POSTGRES_URL), connect_timeout=3):
             return None
     except psycopg.OperationalError as error:
-        return f"PostgreSQL at {make_url(TEST_POSTGRES_URL).render_as_string()} unreachable: {error}"
+        return (
+            f"PostgreSQL at {make_url(TEST_POSTGRES_URL).render_as_string()} unreachable: {error}"
+        )
 
 
 def _libpq_url(url: str) -> str:
@@ -60,9 +63,29 @@ def database_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_database")
 
 
+@pytest.fixture(scope="session")
+def dagster_home_template(tmp_path_factory) -> Path:
+    """A Dagster home whose SQLite storages exist already; tests copy it.
+
+    Creating the storages of a new instance takes about 3 s, and a copy a few milliseconds.
+    """
+    from dagster import DagsterInstance
+
+    home = tmp_path_factory.mktemp("dagster_home_template")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("centers")
+        instance.all_instigator_state()
+    return home
+
+
 @pytest.fixture
-def pipeline_env(monkeypatch, tmp_path: Path, database_url: str) -> dict[str, str]:
+def pipeline_env(
+    monkeypatch, tmp_path: Path, database_url: str, dagster_home_template: Path
+) -> dict[str, str]:
     """Environment for one pipeline: its own DAGSTER_HOME, database and output folder."""
+    shutil.copytree(dagster_home_template, tmp_path / "dagster_home")
     for name in list(os.environ):
         if name.startswith(("LOCATION_", "LLM_", "OPENAI_", "XAI_", "CRON_", "EVENT")):
             monkeypatch.delenv(name)

@@ -9,8 +9,16 @@ from center_pipeline.partitions import partition_key_problem
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("CRON_SCHEDULE", "CRON_ENABLED", "CRON_TIMEZONE", "LOCATION_SLUG_API_URL",
-                 "LLM_API_KEY", "OPENAI_API_KEY", "XAI_API_KEY", "DATABASE_URL"):
+    for name in (
+        "CRON_SCHEDULE",
+        "CRON_ENABLED",
+        "CRON_TIMEZONE",
+        "LOCATION_SLUG_API_URL",
+        "LLM_API_KEY",
+        "OPENAI_API_KEY",
+        "XAI_API_KEY",
+        "DATABASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -42,8 +50,11 @@ def test_schedule_follows_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("CRON_SCHEDULE", "every night at 2"), ("CRON_TIMEZONE", "Mars/Olympus"),
-     ("CRON_ENABLED", "sometimes")],
+    [
+        ("CRON_SCHEDULE", "every night at 2"),
+        ("CRON_TIMEZONE", "Mars/Olympus"),
+        ("CRON_ENABLED", "sometimes"),
+    ],
 )
 def test_bad_schedule_setting_stops_schedule(monkeypatch, caplog, variable, value):
     monkeypatch.setenv(variable, value)
@@ -58,8 +69,17 @@ def test_bad_schedule_setting_stops_schedule(monkeypatch, caplog, variable, valu
 
 @pytest.mark.parametrize(
     ("slug", "usable"),
-    [("austin-downtown", True), ("a/b", True), ("café-montréal", True), ("a,b", False),
-     ("a...b", False), ("line\n", False), ("x" * 256, False), ("", False), ("[a]", False)],
+    [
+        ("austin-downtown", True),
+        ("a/b", True),
+        ("café-montréal", True),
+        ("a,b", False),
+        ("a...b", False),
+        ("line\n", False),
+        ("x" * 256, False),
+        ("", False),
+        ("[a]", False),
+    ],
 )
 def test_partition_key_problem(slug, usable):
     assert (partition_key_problem(slug) is None) == usable

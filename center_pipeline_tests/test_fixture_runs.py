@@ -30,8 +30,9 @@ def database_url(tmp_path: Path) -> str:
 
 
 def test_location_fixture_details_sync(pipeline_env, monkeypatch, capsys):
-    network = [{"slug": _detail_slug(case), "detail": case["body"]}
-               for case in LOCATION_CASES["details"]]
+    network = [
+        {"slug": _detail_slug(case), "detail": case["body"]} for case in LOCATION_CASES["details"]
+    ]
     network.append({"slug": "listed-but-missing", "detail": None})
     network.append({"slug": "empty-list-detail", "detail": []})
 
@@ -66,6 +67,8 @@ def test_llm_fixture_case_batch(pipeline_env, monkeypatch, capsys, case):
     austin = LOCATION_CASES["details"][0]["body"]
     run_date = LLM_CASES["run_date"]
     monkeypatch.setenv("EVENT_WINDOW_DAYS", str(LLM_CASES["window_days"]))
+    # The fixture cases are chat-completion bodies, so the batch must use chat completions.
+    monkeypatch.setenv("LLM_WEB_SEARCH", "false")
     # An earlier good CSV for the same day, which a failed answer must not overwrite.
     earlier = csv_path_for(
         Path(pipeline_env["EVENTS_OUTPUT_DIR"]), austin["slug"], date.fromisoformat(run_date)
@@ -74,8 +77,9 @@ def test_llm_fixture_case_batch(pipeline_env, monkeypatch, capsys, case):
     earlier.write_text("name,date\nEarlier Event,2026-12-05\n")
     earlier_bytes = earlier.read_bytes()
 
-    with SampleServers(network=[{"slug": austin["slug"], "detail": austin}],
-                       llm_script=case["responses"]) as servers:
+    with SampleServers(
+        network=[{"slug": austin["slug"], "detail": austin}], llm_script=case["responses"]
+    ) as servers:
         for name, value in servers.env().items():
             monkeypatch.setenv(name, value)
         assert run_cli(capsys, "sync")[0] == 0

@@ -80,8 +80,10 @@ def test_sync_and_run_end_to_end(servers, pipeline_env, capsys):
         columns, events = read_csv(result["csv_path"])
         assert columns == list(EVENT_CSV_COLUMNS)
         assert len(events) == result["events_found"] > 0
-        assert Path(result["csv_path"]).resolve().is_relative_to(
-            Path(pipeline_env["EVENTS_OUTPUT_DIR"]).resolve()
+        assert (
+            Path(result["csv_path"])
+            .resolve()
+            .is_relative_to(Path(pipeline_env["EVENTS_OUTPUT_DIR"]).resolve())
         )
         for event in events:
             assert RUN_DATE <= event["date"] <= (date.today() + timedelta(days=30)).isoformat()
@@ -166,7 +168,8 @@ def test_failed_center_keeps_earlier_csv(pipeline_env, monkeypatch, capsys):
     with SampleServers(llm_faults=truncated) as bad:
         for name, value in bad.env().items():
             monkeypatch.setenv(name, value)
-        exit_code, report = run_cli(capsys, "batch", "--run-date", RUN_DATE)
+        # Without --force, the CSVs of the first run would be carried over without a call.
+        exit_code, report = run_cli(capsys, "batch", "--run-date", RUN_DATE, "--force")
 
     assert exit_code == 1
     assert report["batch_status"] == "failed"
@@ -238,5 +241,8 @@ def _last_run_error() -> str:
     with DagsterInstance.get() as instance:
         run = instance.get_runs(limit=1)[0]
         logs = instance.all_logs(run.run_id)
-        return "\n".join(str(entry.dagster_event.event_specific_data) for entry in logs
-                         if entry.dagster_event and entry.dagster_event.is_step_failure)
+        return "\n".join(
+            str(entry.dagster_event.event_specific_data)
+            for entry in logs
+            if entry.dagster_event and entry.dagster_event.is_step_failure
+        )

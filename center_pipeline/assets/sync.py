@@ -17,7 +17,9 @@ GROUP = "centers"
 
 
 @asset(group_name=GROUP, kinds={"api"})
-def center_slugs(context: AssetExecutionContext, location_api: LocationApiResource) -> MaterializeResult:
+def center_slugs(
+    context: AssetExecutionContext, location_api: LocationApiResource
+) -> MaterializeResult:
     """Every center slug the network's slug API lists, in its order, without duplicates."""
     settings = location_api.settings()
     context.log.info("Fetching the slug list from %s", settings.location_slug_api_url)
@@ -52,6 +54,7 @@ def center_details(
             concurrency=settings.location_api_concurrency,
             default_radius_miles=settings.default_radius_miles,
             on_progress=_log_every_tenth(context),
+            requests_per_second=settings.location_api_requests_per_second,
         )
 
     context.log.info(

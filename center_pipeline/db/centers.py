@@ -5,7 +5,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Column, ColumnElement, Connection, Engine, any_, bindparam, select, update
+from sqlalchemy.dialects import postgresql
 
 from center_pipeline.db.tables import centers
 from center_pipeline.locations.models import Center, CenterStatus
@@ -82,8 +83,9 @@ def upsert_centers(engine: Engine, fetched: Sequence[Center], now: datetime) -> 
             values = _row_values(center)
             existing = row_by_id or row_by_slug
             if existing is None:
-                new_rows.append({**values, "created_at": now, "updated_at": now,
-                                 "last_synced_at": now})
+                new_rows.append(
+                    {**values, "created_at": now, "updated_at": now, "last_synced_at": now}
+                )
                 outcome.inserted.append(center.slug)
             elif any(existing[name] != values[name] for name in SYNCED_COLUMNS):
                 changed_rows.append({**values, "row_id": existing["id"], "now": now})
@@ -101,16 +103,16 @@ def deactivate_unlisted(engine: Engine, listed_slugs: Iterable[str], now: dateti
     listed = set(listed_slugs)
     with engine.begin() as connection:
         active = connection.execute(
-            select(centers.c.slug).where(centers.c.is_active.is_(True))
-        ).scalars()
-        unlisted = sorted(slug for slug in active if slug not in listed)
-        for chunk in chunked(unlisted):
+            select(centers.c.slug, centers.c.id).where(centers.c.is_active.is_(True))
+        ).all()
+        unlisted = sorted((row.slug, row.id) for row in active if row.slug not in listed)
+        for chunk in chunked([row_id for _, row_id in unlisted]):
             connection.execute(
                 update(centers)
-                .where(centers.c.slug.in_(chunk))
+                .where(_is_one_of(connection, centers.c.id, chunk))
                 .values(is_active=False, status=CenterStatus.INACTIVE.value, updated_at=now)
             )
-    return unlisted
+    return [slug for slug, _ in unlisted]
 
 
 def active_center_slugs(engine: Engine) -> list[str]:
@@ -121,17 +123,38 @@ def active_center_slugs(engine: Engine) -> list[str]:
 
 
 def load_centers(engine: Engine, slugs: Sequence[str]) -> dict[str, Center]:
-    """Centers stored under the given slugs; slugs with no row are absent from the result."""
+    """Centers stored under the given slugs; slugs with no row are absent from the result.
+
+    More than CHUNK_SIZE slugs are found in one scan of the table, for the reason given at
+    `_load_matching_rows`.
+    """
+    wanted = set(slugs)
+    query = select(centers).execution_options(yield_per=CHUNK_SIZE)
+    if len(wanted) <= CHUNK_SIZE:
+        query = query.where(centers.c.slug.in_(wanted))
     found: dict[str, Center] = {}
     with engine.connect() as connection:
-        for chunk in chunked(list(slugs)):
-            rows = connection.execute(select(centers).where(centers.c.slug.in_(chunk))).mappings()
-            for row in rows:
+        rows = connection.execute(query).mappings()
+        for row in rows:
+            if row["slug"] in wanted:
                 found[row["slug"]] = Center(
                     **{name: row[name] for name in SYNCED_COLUMNS if name != "status"},
                     status=CenterStatus(row["status"]),
                 )
     return found
+
+
+def _is_one_of(connection: Connection, column: Column, values: Sequence) -> ColumnElement[bool]:
+    """`column IN values`, sent to PostgreSQL as `column = ANY(:array)` with one parameter.
+
+    PostgreSQL 15 ran a select with a 500-key IN list of bound parameters (psycopg 3) in
+    339 ms on a freshly filled 20,000-row table, and the same select with one array
+    parameter in 11 ms.
+    """
+    if connection.dialect.name == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return column == any_(array)
+    return column.in_(values)
 
 
 def _row_values(center: Center) -> dict:
@@ -143,16 +166,23 @@ def _row_values(center: Center) -> dict:
 def _load_matching_rows(
     connection: Connection, fetched: Sequence[Center]
 ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Rows that share a center_id or a slug with a fetched center, keyed by each.
+
+    One scan of the table, filtered here, because selects by key lists were slow on
+    PostgreSQL 15 with psycopg 3: right after a first sync of 50,000 centers, each 500-key
+    select took 1 to 2 s as a sequential scan, and the second sync took 498 s with IN lists
+    and 225 s with `= ANY(:array)`. A sync fetches most of the table anyway.
+    """
     columns = [centers.c.id, *(centers.c[name] for name in SYNCED_COLUMNS)]
     by_center_id: dict[str, dict] = {}
     by_slug: dict[str, dict] = {}
-    center_ids = [center.center_id for center in fetched]
-    slugs = [center.slug for center in fetched]
-    for chunk in chunked(center_ids):
-        for row in connection.execute(select(*columns).where(centers.c.center_id.in_(chunk))):
+    center_ids = {center.center_id for center in fetched}
+    slugs = {center.slug for center in fetched}
+    rows = connection.execute(select(*columns).execution_options(yield_per=CHUNK_SIZE))
+    for row in rows:
+        if row.center_id in center_ids:
             by_center_id[row.center_id] = dict(row._mapping)
-    for chunk in chunked(slugs):
-        for row in connection.execute(select(*columns).where(centers.c.slug.in_(chunk))):
+        if row.slug in slugs:
             by_slug[row.slug] = dict(row._mapping)
     return by_center_id, by_slug
 
@@ -181,5 +211,7 @@ def _write_changes(
 
     for chunk in chunked(unchanged_ids):
         connection.execute(
-            update(centers).where(centers.c.id.in_(chunk)).values(last_synced_at=now)
+            update(centers)
+            .where(_is_one_of(connection, centers.c.id, chunk))
+            .values(last_synced_at=now)
         )

@@ -1,10 +1,18 @@
 """Engine creation for SQLite and PostgreSQL, with errors that name the database."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
-from center_pipeline.db.tables import metadata
+from center_pipeline.db.schema import (
+    SchemaChange,
+    postgres_connect_args,
+    prepare_schema,
+    upgrade_schema,
+)
 
 
 class DatabaseUnavailable(Exception):
@@ -17,30 +25,64 @@ def describe_url(url: str) -> str:
 
 
 def create_database_engine(url: str) -> Engine:
-    """Create an engine and the tables it needs, failing with the host and database named.
+    """Create an engine, creating the tables first when the database is empty.
 
     Raises:
         DatabaseUnavailable: the server cannot be reached or refuses the connection.
+        SchemaOutOfDate: the tables need `center-pipeline db upgrade`, or come from a newer
+            release.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _configure_sqlite_connection)
     else:
         # pre_ping replaces connections that a database restart closed between two runs.
-        engine = create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args=postgres_connect_args(parsed),
+        )
 
     try:
-        metadata.create_all(engine)
-    except OperationalError as error:
+        with _unavailable_on_connection_error(parsed):
+            prepare_schema(parsed)
+    except BaseException:
         engine.dispose()
+        raise
+    return engine
+
+
+def upgrade_database(url: str) -> SchemaChange:
+    """Create or upgrade the application tables to the latest revision, keeping their rows.
+
+    Raises:
+        DatabaseUnavailable: the server cannot be reached or refuses the connection.
+        SchemaOutOfDate: the tables come from a newer release, or only some of the
+            previous release's tables exist.
+    """
+    parsed = make_url(url)
+    with _unavailable_on_connection_error(parsed):
+        return upgrade_schema(parsed)
+
+
+@contextmanager
+def _unavailable_on_connection_error(url: URL) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as error:
+        # An error with a statement comes from a query or a migration, not from connecting.
+        if error.statement is not None:
+            raise
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        if url.password:
+            reason = reason.replace(str(url.password), "***")
         raise DatabaseUnavailable(
-            f"Cannot connect to the database {describe_url(url)} "
-            f"(host {parsed.host or 'local file'}, database {parsed.database}): {reason}. "
+            f"Cannot connect to the database {url.render_as_string(hide_password=True)} "
+            f"(host {url.host or 'local file'}, database {url.database}): {reason}. "
             "Check DATABASE_URL and that the server is running."
         ) from None
-    return engine
 
 
 def _configure_sqlite_connection(dbapi_connection, _connection_record) -> None:

@@ -2,6 +2,8 @@
 
 It speaks to OpenAI, to xAI Grok through its OpenAI-compatible API, or to any
 OpenAI-compatible server given by base URL, always through the official `openai` SDK.
+`OpenAiApiClient` contains the retries and error mapping that the Responses API client in
+`grounded.py` shares.
 """
 
 import email.utils
@@ -11,18 +13,21 @@ import random
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import openai
 
 from center_pipeline.events.parsing import AnswerParseError, ParsedEvents, parse_events_answer
+from center_pipeline.events.pricing import CallUsage
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV_VAR = "LLM_API_KEY"
+
+ResponseT = TypeVar("ResponseT")
 
 # Maximum length of server error text and refusal text quoted in exception messages.
 _MAX_QUOTED_CHARS = 300
@@ -57,11 +62,16 @@ class LlmError(Exception):
 
     Attributes:
         status_code: HTTP status of the last response, or None when there was none.
+        usage: Tokens and tool calls of an answer that arrived but could not be used, or
+            None when no answer arrived.
     """
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, usage: CallUsage | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.usage = usage
 
 
 class LlmAuthError(LlmError):
@@ -97,9 +107,14 @@ class LlmAnswer:
     total_tokens: int
     attempts: int
 
+    @property
+    def usage(self) -> CallUsage:
+        """Prompt and completion tokens as a `CallUsage`. Chat completions use no tools."""
+        return CallUsage(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens)
+
 
 @dataclass(frozen=True)
-class _ErrorDetails:
+class ErrorDetails:
     """Error fields read from OpenAI's `{"error": {...}}` or xAI's flat `{"code", "error"}`."""
 
     message: str
@@ -115,11 +130,12 @@ class _ErrorDetails:
         return any(phrase in text for phrase in phrases)
 
 
-class EventsLlmClient:
-    """Client for one model on one chat-completions API. Safe to share between threads.
+class OpenAiApiClient:
+    """Shared part of the LLM clients: the SDK client, retries and error mapping.
 
     The SDK's own retries are off (`max_retries=0`), so the retries of this class are the
     only ones. When `base_url` is None the SDK uses OPENAI_BASE_URL or else OpenAI's API.
+    Safe to share between threads.
     """
 
     def __init__(
@@ -143,12 +159,13 @@ class EventsLlmClient:
             base_url: Base URL of an OpenAI-compatible API, e.g. "https://host/v1".
             timeout_seconds: Timeout of each HTTP request, in seconds.
             max_attempts: Maximum requests for one prompt when failures are transient.
-                A request repeated without an option the server rejected is not counted.
+                A chat request resent without an option the server rejected is not
+                counted.
             backoff_seconds: Wait before the first retry, doubled for each later one.
             max_backoff_seconds: Maximum wait between retries without a Retry-After header.
             max_retry_after_seconds: Longest Retry-After wait honoured. A longer one fails
                 the prompt at once.
-            max_output_tokens: Maximum completion tokens requested.
+            max_output_tokens: Maximum output tokens requested.
 
         Raises:
             LlmAuthError: The API key is empty.
@@ -175,12 +192,6 @@ class EventsLlmClient:
             api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0
         )
 
-        # Options that some OpenAI-compatible servers reject. Once rejected, they stay off
-        # for this client. The lock guards these two settings.
-        self._options_lock = threading.Lock()
-        self._send_response_format = True
-        self._token_limit_option = "max_completion_tokens"
-
     @property
     def model(self) -> str:
         """Model name sent with every request."""
@@ -190,17 +201,23 @@ class EventsLlmClient:
         """Close the HTTP connections of the SDK client."""
         self._client.close()
 
-    def __enter__(self) -> "EventsLlmClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def complete(self, prompt: str, system_prompt: str) -> LlmAnswer:
-        """Send one chat completion request for a JSON object, retrying transient failures.
+    def _send_with_retries(
+        self,
+        send: Callable[[], ResponseT],
+        resend_at_once: Callable[[int, ErrorDetails], bool] | None = None,
+    ) -> tuple[ResponseT, int]:
+        """Call `send` until it succeeds or fails for good, and return its result and attempts.
 
         429, 408, 409 and 5xx responses, timeouts and connection errors are retried with
-        exponential backoff and jitter, or after the server's Retry-After time.
+        exponential backoff and jitter, or after the server's Retry-After time. When
+        `resend_at_once` returns True for an error status, `send` runs again at once and the
+        failure is not counted.
 
         Raises:
             LlmAuthError: HTTP 401 or 403, or HTTP 400 about the API key.
@@ -211,22 +228,15 @@ class EventsLlmClient:
                 max_retry_after_seconds.
             LlmError: Any other failure, including transient ones on every attempt.
         """
-        messages = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": prompt},
-        ]
         attempts = 0
         failures = 0
         while True:
             attempts += 1
-            options = self._request_options()
             try:
-                completion = self._client.chat.completions.create(
-                    model=self._model, messages=messages, **options
-                )
+                response = send()
             except openai.APIStatusError as exc:
                 details = _read_error_details(exc.response)
-                if self._disable_rejected_option(exc.status_code, details, options):
+                if resend_at_once is not None and resend_at_once(exc.status_code, details):
                     continue
                 failures += 1
                 wait = self._wait_or_raise(
@@ -256,7 +266,7 @@ class EventsLlmClient:
                     f"LLM API returned a response that is not valid JSON: {self._redact(str(exc))}"
                 ) from None
             else:
-                return self._answer_from_completion(completion, attempts)
+                return response, attempts
 
             if failures >= self._max_attempts:
                 message = f"LLM request failed after {attempts} attempts. Last error: {reason}"
@@ -273,44 +283,15 @@ class EventsLlmClient:
             )
             time.sleep(wait)
 
-    def _request_options(self) -> dict[str, Any]:
-        with self._options_lock:
-            options: dict[str, Any] = {self._token_limit_option: self._max_output_tokens}
-            if self._send_response_format:
-                options["response_format"] = {"type": "json_object"}
-        return options
+    def _raise_for_endpoint(self, status_code: int, details: ErrorDetails) -> None:
+        """Raise an error that names this endpoint's likely cause, or return to go on.
 
-    def _disable_rejected_option(
-        self, status_code: int, details: _ErrorDetails, options: Mapping[str, Any]
-    ) -> bool:
-        """Turn off an option that the server rejected and return whether to resend at once."""
-        if status_code not in (400, 422):
-            return False
-        with self._options_lock:
-            if "response_format" in options and details.mentions("response_format"):
-                if self._send_response_format:
-                    self._send_response_format = False
-                    logger.warning(
-                        "LLM server rejected response_format (%s). Sending requests for model "
-                        "%s without it from now on.",
-                        self._redact(details.describe(status_code)),
-                        self._model,
-                    )
-                return True
-            if "max_completion_tokens" in options and details.mentions("max_completion_tokens"):
-                if self._token_limit_option == "max_completion_tokens":
-                    self._token_limit_option = "max_tokens"
-                    logger.warning(
-                        "LLM server rejected max_completion_tokens (%s). Sending max_tokens "
-                        "for model %s from now on.",
-                        self._redact(details.describe(status_code)),
-                        self._model,
-                    )
-                return True
-        return False
+        Called for a status that is not about the key or the quota, before the generic
+        mapping of 400, 404 and 422.
+        """
 
     def _wait_or_raise(
-        self, status_code: int, details: _ErrorDetails, headers: Mapping[str, str], failures: int
+        self, status_code: int, details: ErrorDetails, headers: Mapping[str, str], failures: int
     ) -> float:
         """Return the wait before retrying this error, or raise if it is not retryable."""
         described = self._redact(details.describe(status_code))
@@ -341,6 +322,7 @@ class EventsLlmClient:
                 "or lower max_output_tokens.",
                 status_code=status_code,
             )
+        self._raise_for_endpoint(status_code, details)
         if status_code in (400, 404, 422):
             raise LlmRequestError(
                 f"LLM API rejected the request for model {self._model!r} ({described}). Check "
@@ -367,6 +349,90 @@ class EventsLlmClient:
         """Exponential backoff with equal jitter: half the delay fixed, half random."""
         delay = min(self._max_backoff_seconds, self._backoff_seconds * 2 ** (failures - 1))
         return delay / 2 + random.uniform(0, delay / 2)
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key and any 8-character piece of it from text, then cap the length."""
+        redacted = text.replace(self._api_key, "[redacted]")
+        for start in range(len(self._api_key) - _MIN_KEY_FRAGMENT + 1):
+            fragment = self._api_key[start : start + _MIN_KEY_FRAGMENT]
+            if fragment in redacted:
+                redacted = redacted.replace(fragment, "[redacted]")
+        return redacted[:_MAX_QUOTED_CHARS]
+
+
+class EventsLlmClient(OpenAiApiClient):
+    """Client for one model on one chat-completions API. Safe to share between threads."""
+
+    def __init__(self, **settings: Any) -> None:
+        """Create the SDK client. The arguments are those of `OpenAiApiClient`."""
+        super().__init__(**settings)
+
+        # Options that some OpenAI-compatible servers reject. Once rejected, they stay off
+        # for this client. The lock guards these two settings.
+        self._options_lock = threading.Lock()
+        self._send_response_format = True
+        self._token_limit_option = "max_completion_tokens"
+
+    def complete(self, prompt: str, system_prompt: str) -> LlmAnswer:
+        """Send one chat completion request for a JSON object, retrying transient failures.
+
+        Raises:
+            LlmError: As `OpenAiApiClient._send_with_retries` describes.
+        """
+        messages = [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": prompt},
+        ]
+        sent_options: dict[str, Any] = {}
+
+        def send() -> Any:
+            sent_options.clear()
+            sent_options.update(self._request_options())
+            return self._client.chat.completions.create(
+                model=self._model, messages=messages, **sent_options
+            )
+
+        def resend_at_once(status_code: int, details: ErrorDetails) -> bool:
+            return self._disable_rejected_option(status_code, details, sent_options)
+
+        completion, attempts = self._send_with_retries(send, resend_at_once)
+        return self._answer_from_completion(completion, attempts)
+
+    def _request_options(self) -> dict[str, Any]:
+        with self._options_lock:
+            options: dict[str, Any] = {self._token_limit_option: self._max_output_tokens}
+            if self._send_response_format:
+                options["response_format"] = {"type": "json_object"}
+        return options
+
+    def _disable_rejected_option(
+        self, status_code: int, details: ErrorDetails, options: Mapping[str, Any]
+    ) -> bool:
+        """Turn off an option that the server rejected and return whether to resend at once."""
+        if status_code not in (400, 422):
+            return False
+        with self._options_lock:
+            if "response_format" in options and details.mentions("response_format"):
+                if self._send_response_format:
+                    self._send_response_format = False
+                    logger.warning(
+                        "LLM server rejected response_format (%s). Sending requests for model "
+                        "%s without it from now on.",
+                        self._redact(details.describe(status_code)),
+                        self._model,
+                    )
+                return True
+            if "max_completion_tokens" in options and details.mentions("max_completion_tokens"):
+                if self._token_limit_option == "max_completion_tokens":
+                    self._token_limit_option = "max_tokens"
+                    logger.warning(
+                        "LLM server rejected max_completion_tokens (%s). Sending max_tokens "
+                        "for model %s from now on.",
+                        self._redact(details.describe(status_code)),
+                        self._model,
+                    )
+                return True
+        return False
 
     def _answer_from_completion(self, completion: Any, attempts: int) -> LlmAnswer:
         error = getattr(completion, "error", None)
@@ -402,16 +468,6 @@ class EventsLlmClient:
         )
         return answer
 
-    def _redact(self, text: str) -> str:
-        """Remove the API key and any 8-character piece of it from text, then cap the length."""
-        redacted = text.replace(self._api_key, "[redacted]")
-        for start in range(len(self._api_key) - _MIN_KEY_FRAGMENT + 1):
-            fragment = self._api_key[start : start + _MIN_KEY_FRAGMENT]
-            if fragment in redacted:
-                redacted = redacted.replace(fragment, "[redacted]")
-        return redacted[:_MAX_QUOTED_CHARS]
-
-
 def events_from_answer(answer: LlmAnswer, run_date: date, window_days: int) -> ParsedEvents:
     """Parse the events of an answer after checking that the answer is complete.
 
@@ -443,7 +499,7 @@ def events_from_answer(answer: LlmAnswer, run_date: date, window_days: int) -> P
         raise LlmAnswerError(f"LLM answer could not be parsed: {exc}") from exc
 
 
-def _read_error_details(response: Any) -> _ErrorDetails:
+def _read_error_details(response: Any) -> ErrorDetails:
     try:
         text = response.text
     except Exception:  # noqa: BLE001 - a body that cannot be read leaves only the status.
@@ -451,9 +507,9 @@ def _read_error_details(response: Any) -> _ErrorDetails:
     try:
         body = json.loads(text)
     except ValueError:
-        return _ErrorDetails(message=" ".join(text.split()), type=None, code=None)
+        return ErrorDetails(message=" ".join(text.split()), type=None, code=None)
     if not isinstance(body, dict):
-        return _ErrorDetails(message=str(body), type=None, code=None)
+        return ErrorDetails(message=str(body), type=None, code=None)
 
     error = body.get("error")
     if isinstance(error, dict):
@@ -468,7 +524,7 @@ def _read_error_details(response: Any) -> _ErrorDetails:
     # xAI has sent this message percent-encoded ("Incorrect%20API%20key%20provided").
     if "%20" in message_text:
         message_text = urllib.parse.unquote(message_text)
-    return _ErrorDetails(
+    return ErrorDetails(
         message=" ".join(message_text.split()),
         type=_text_or_none(source.get("type")),
         code=_text_or_none(source.get("code")),

@@ -25,6 +25,7 @@ EVENT_CSV_COLUMNS = (
     "url",
     "description",
     "category",
+    "source_url",
 )
 
 
@@ -45,6 +46,9 @@ class Event(BaseModel):
     url: str | None = None
     description: str | None = None
     category: str | None = None
+    # The page that the provider's web search cited for this event. Only citation matching
+    # in `grounded.py` sets it, and the chat-completions path in `batch.py` clears it.
+    source_url: str | None = None
 
     @field_validator(
         "name", "venue", "address", "city", "state", "description", "category", mode="before"
@@ -75,22 +79,11 @@ class Event(BaseModel):
             logger.debug("Ignored unreadable event time %r", value[:80])
         return normalized
 
-    @field_validator("url", mode="before")
+    @field_validator("url", "source_url", mode="before")
     @classmethod
     def _require_http_url(cls, value: Any) -> str | None:
         """Keep only absolute http(s) URLs without whitespace. Anything else becomes None."""
-        if not isinstance(value, str):
-            return None
-        value = value.strip()
-        if not value or any(char.isspace() or ord(char) < 32 for char in value):
-            return None
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            return None
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            return None
-        return value
+        return http_url_or_none(value)
 
     @field_validator("end_date")
     @classmethod
@@ -100,3 +93,19 @@ class Event(BaseModel):
         if value is not None and start is not None and value <= start:
             return None
         return value
+
+
+def http_url_or_none(value: Any) -> str | None:
+    """Return `value` stripped if it is an absolute http(s) URL without whitespace, else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or any(char.isspace() or ord(char) < 32 for char in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value

@@ -1,7 +1,8 @@
 """Build the system and user prompts that ask the LLM for a center's upcoming events.
 
-The wording lives in `center_pipeline/prompts/events_prompt.txt`, so it can be edited
-without code changes. That file has a `[system]` section and a `[user]` section, each a
+The wording lives in `center_pipeline/prompts/events_prompt.txt`, and for calls with web
+search in `events_prompt_grounded.txt`, so it can be edited without code changes. Each file
+has a `[system]` section and a `[user]` section, each a
 `string.Template` with the placeholders $center_name, $location, $radius_miles, $today,
 $window_days and $end_date. A literal dollar sign is written `$$`.
 """
@@ -17,6 +18,7 @@ from string import Template
 
 TEMPLATE_PACKAGE = "center_pipeline"
 TEMPLATE_PATH = ("prompts", "events_prompt.txt")
+GROUNDED_TEMPLATE_PATH = ("prompts", "events_prompt_grounded.txt")
 
 # Maximum characters of each center field placed in the prompt. Longer values are cut.
 MAX_FIELD_CHARS = 120
@@ -40,8 +42,9 @@ def render_prompt(
     radius_miles: float,
     today: date,
     window_days: int,
+    web_search: bool = False,
 ) -> tuple[str, str]:
-    """Fill the prompt template for one center.
+    """Fill the prompt template for one center, the grounded one when `web_search` is set.
 
     The center name and location enter the prompt as JSON strings of at most 120
     characters, with line breaks and control characters removed, so that they cannot
@@ -71,7 +74,8 @@ def render_prompt(
         "window_days": str(window_days),
         "end_date": (today + timedelta(days=window_days)).isoformat(),
     }
-    system_template, user_template = _load_templates()
+    template_path = GROUNDED_TEMPLATE_PATH if web_search else TEMPLATE_PATH
+    system_template, user_template = _load_templates(template_path)
     return system_template.substitute(values).strip(), user_template.substitute(values).strip()
 
 
@@ -85,9 +89,9 @@ def _quoted(value: str | None) -> str:
 
 
 @cache
-def _load_templates() -> tuple[Template, Template]:
-    """Read the template file once per process and split it into its two sections."""
-    path = resources.files(TEMPLATE_PACKAGE).joinpath(*TEMPLATE_PATH)
+def _load_templates(template_path: tuple[str, ...]) -> tuple[Template, Template]:
+    """Read a template file once per process and split it into its two sections."""
+    path = resources.files(TEMPLATE_PACKAGE).joinpath(*template_path)
     text = path.read_text(encoding="utf-8")
     parts = _SECTION_RE.split(text)
     # split() gives [text before the first header, name, body, name, body].
@@ -95,7 +99,7 @@ def _load_templates() -> tuple[Template, Template]:
     missing = {"system", "user"} - sections.keys()
     if missing:
         raise ValueError(
-            f"prompt template {'/'.join(TEMPLATE_PATH)} lacks the section(s) "
+            f"prompt template {'/'.join(template_path)} lacks the section(s) "
             f"{', '.join(sorted(missing))}. Start each section with a [system] or [user] line."
         )
     return Template(sections["system"]), Template(sections["user"])

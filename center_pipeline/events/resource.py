@@ -3,13 +3,14 @@
 from dagster import ConfigurableResource
 
 from center_pipeline.config import ConfigError, LlmSettings, load_settings
+from center_pipeline.events.grounded import GroundedEventsClient
 from center_pipeline.events.llm_client import EventsLlmClient
 
 API_KEY_VARIABLES = ("LLM_API_KEY", "OPENAI_API_KEY", "XAI_API_KEY")
 
 
 class LlmResource(ConfigurableResource):
-    """Builds the chat-completions client from LLM_* settings.
+    """Builds the LLM client from LLM_* settings: with web search unless LLM_WEB_SEARCH=false.
 
     `api_key` is set through EnvVar from the first of LLM_API_KEY, OPENAI_API_KEY and
     XAI_API_KEY that is set when the definitions load.
@@ -20,7 +21,7 @@ class LlmResource(ConfigurableResource):
     def settings(self) -> LlmSettings:
         return load_settings(LlmSettings)
 
-    def create_client(self, settings: LlmSettings) -> EventsLlmClient:
+    def create_client(self, settings: LlmSettings) -> EventsLlmClient | GroundedEventsClient:
         if not self.api_key:
             fallback = "OPENAI_API_KEY" if settings.llm_provider == "openai" else "XAI_API_KEY"
             raise ConfigError(
@@ -28,7 +29,8 @@ class LlmResource(ConfigurableResource):
                 "Example: LLM_API_KEY=sk-... (for the sample servers any value works, "
                 "e.g. LLM_API_KEY=sample-key)."
             )
-        return EventsLlmClient(
+        client_class = GroundedEventsClient if settings.llm_web_search else EventsLlmClient
+        return client_class(
             api_key=self.api_key,
             model=settings.model,
             base_url=settings.base_url,

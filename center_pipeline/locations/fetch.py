@@ -12,6 +12,7 @@ from center_pipeline.locations.models import (
     LocationApiError,
     SkipRecord,
 )
+from center_pipeline.ratelimit import rate_limiter_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +33,26 @@ def fetch_centers(
     concurrency: int,
     default_radius_miles: float,
     on_progress: Callable[[int, int], None] | None = None,
+    requests_per_second: float | None = None,
 ) -> FetchOutcome:
     """Fetch and normalize every slug's detail, `concurrency` requests at a time.
 
-    One slug's failure never stops the others: it is recorded in `failed` (API errors,
-    404s) or `skipped` (records that cannot become a center) with the reason.
+    With `requests_per_second`, detail requests also start at most that often, across all
+    threads. One slug's failure never stops the others: it is recorded in `failed` (API
+    errors, 404s) or `skipped` (records that cannot become a center) with the reason.
     """
     outcome = FetchOutcome()
+    limiter = rate_limiter_or_none(requests_per_second)
+
+    def fetch_one(slug: str) -> Center:
+        # NOTE: the limit spaces each slug's first attempt. The client's retries of 429 and
+        # 5xx responses wait for their backoff or Retry-After instead of a limiter slot.
+        if limiter is not None:
+            limiter.acquire()
+        return client.fetch_center(slug, default_radius_miles)
+
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="location") as pool:
-        futures = {
-            pool.submit(client.fetch_center, slug, default_radius_miles): slug for slug in slugs
-        }
+        futures = {pool.submit(fetch_one, slug): slug for slug in slugs}
         for done, future in enumerate(as_completed(futures), start=1):
             slug = futures[future]
             try:
@@ -57,6 +67,14 @@ def fetch_centers(
                 logger.warning("Detail fetch failed for %r: %s", slug, error)
             if on_progress is not None:
                 on_progress(done, len(slugs))
+
+    if limiter is not None and limiter.delayed_requests:
+        logger.info(
+            "The limit of %g detail requests per second delayed %d requests by %.1f s in total",
+            requests_per_second,
+            limiter.delayed_requests,
+            limiter.delay_seconds,
+        )
 
     # Results arrive in completion order; keep the slug API's order for stable output.
     position = {slug: index for index, slug in enumerate(slugs)}

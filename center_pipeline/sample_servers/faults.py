@@ -56,6 +56,14 @@ class KindFaults(BaseModel):
     truncated_answer_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Share of LLM responses cut short with finish_reason "length". Other kinds ignore it."""
 
+    stall_first: int = Field(default=0, ge=0)
+    """Number of leading requests per key held for `stall_seconds` before the answer.
+
+    With a client timeout below `stall_seconds`, these requests time out on the client.
+    """
+
+    stall_seconds: float = Field(default=5.0, ge=0.0)
+
 
 class FaultPlan(BaseModel):
     """Faults and latency that one sample server injects.
@@ -145,6 +153,12 @@ def decide_fault(plan: FaultPlan, kind: RequestKind, key: str, attempt: int) -> 
         if _draw(plan.seed, kind, key, attempt, "truncated") < faults.truncated_answer_rate:
             return Fault(FaultType.TRUNCATED)
     return None
+
+
+def stall_seconds(plan: FaultPlan, kind: RequestKind, attempt: int) -> float:
+    """Extra delay for this request, on top of `latency_ms`, in seconds."""
+    faults = plan.faults_for(kind)
+    return faults.stall_seconds if attempt <= faults.stall_first else 0.0
 
 
 def _draw(seed: int, kind: RequestKind, key: str, attempt: int, fault_name: str) -> float:

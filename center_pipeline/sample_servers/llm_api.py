@@ -3,6 +3,8 @@
 Routes:
     POST /v1/chat/completions: a `chat.completion` body whose message content is the JSON
         object `{"events": [...]}`.
+    POST /v1/responses: the Responses API with a sample web search tool, which
+        `responses_api.py` describes.
     GET /v1/models and GET /v1/models/{model}: the model list in OpenAI's shape.
     GET /health: liveness check.
 
@@ -40,6 +42,7 @@ from center_pipeline.sample_servers.faults import (
     RequestKind,
     cut_json,
     decide_fault,
+    stall_seconds,
     retry_after_headers,
     status_phrase,
 )
@@ -211,6 +214,7 @@ def create_llm_app(
         plan: FaultPlan = app.state.faults
         if plan.latency_ms > 0:
             await asyncio.sleep(plan.latency_ms / 1000)
+        await asyncio.sleep(stall_seconds(plan, RequestKind.LLM, attempt))
 
         if script:
             return _scripted_response(script[min(script_position, len(script) - 1)])
@@ -234,6 +238,10 @@ def create_llm_app(
             return _fault_response(fault, body)
         return JSONResponse(body, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
 
+    # Imported here because responses_api imports this module's helpers.
+    from center_pipeline.sample_servers.responses_api import add_responses_route
+
+    add_responses_route(app, script, api_key)
     return app
 
 

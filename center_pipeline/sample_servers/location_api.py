@@ -32,6 +32,7 @@ from center_pipeline.sample_servers.faults import (
     RequestKind,
     cut_json,
     decide_fault,
+    stall_seconds,
     retry_after_headers,
     status_phrase,
 )
@@ -141,6 +142,7 @@ def create_location_app(
         attempt = app.state.counter.increment(RequestKind.DETAIL, slug or "")
         plan: FaultPlan = app.state.faults
         await _apply_latency(plan)
+        await asyncio.sleep(stall_seconds(plan, RequestKind.DETAIL, attempt))
 
         if not _is_authorized(request, api_key):
             logger.info("Rejected detail request %r: missing or invalid bearer token", slug)

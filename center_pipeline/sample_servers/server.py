@@ -345,6 +345,10 @@ class SampleServers:
             "LLM_API_KEY": self._llm_api_key,
             "LLM_MODEL": SAMPLE_MODEL,
             "LLM_PROVIDER": "openai",
+            # The sample server charges nothing, so the batch's estimated cost is $0.
+            "LLM_PRICES": json.dumps(
+                {SAMPLE_MODEL: {"input_per_million": 0, "output_per_million": 0}}
+            ),
         }
 
 
@@ -385,6 +389,7 @@ def serve_forever(
         logger.info("Slug list: %s", servers.slug_api_url)
         logger.info("Center details: %s/slug/{slug}", servers.data_api_url)
         logger.info("LLM chat completions: %s/chat/completions", servers.llm_base_url)
+        logger.info("LLM responses with web search: %s/responses", servers.llm_base_url)
         exports = "\n".join(
             f"export {name}={shlex.quote(value)}" for name, value in servers.env().items()
         )
