@@ -11,8 +11,8 @@ class RateLimiter:
 
     Each `acquire` reserves the next free start time under a lock and then sleeps without
     the lock, so callers start in the order they arrived and never share a slot. An idle
-    period earns no credit: after it, the next request starts at once and the one after it
-    waits a full interval, so the rate holds over every window, not only on average.
+    period earns no credit. After one, the next request starts at once and the request
+    after it waits a full interval, so every two consecutive starts are an interval apart.
     """
 
     def __init__(
@@ -25,7 +25,7 @@ class RateLimiter:
         """Create a limiter of `rate_per_second` request starts a second.
 
         Args:
-            rate_per_second: Maximum request starts per second; 0.5 means one every 2 s.
+            rate_per_second: Maximum request starts per second. 0.5 means one every 2 s.
             clock: Monotonic clock in seconds, replaceable in tests.
             sleep: Function that blocks for the given seconds, replaceable in tests.
 
@@ -59,5 +59,5 @@ class RateLimiter:
 
 
 def rate_limiter_or_none(rate_per_second: float | None) -> RateLimiter | None:
-    """A limiter for the rate, or None when no rate is set."""
+    """Build a limiter for the rate, or return None when no rate is set."""
     return RateLimiter(rate_per_second) if rate_per_second is not None else None

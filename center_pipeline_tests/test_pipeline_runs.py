@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from sqlalchemy import select
 
 from center_pipeline.cli import main
 from center_pipeline.db.engine import create_database_engine
-from center_pipeline.db.tables import batch_run_centers, batch_runs, centers
+from center_pipeline.db.tables import centers
 from center_pipeline.events.models import EVENT_CSV_COLUMNS
 from center_pipeline.partitions import center_partitions
 from center_pipeline.sample_servers.faults import FaultPlan

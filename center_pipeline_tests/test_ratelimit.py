@@ -110,7 +110,7 @@ def test_limiter_gives_threads_distinct_slots():
         with lock:
             waits.append(seconds)
 
-    # The clock stands still, so every slot's wait shows its distance from now.
+    # The clock does not move, so each wait equals its slot's distance from now.
     limiter = RateLimiter(10, clock=fake.clock, sleep=record_wait)
     threads = [
         threading.Thread(target=lambda: [limiter.acquire() for _ in range(25)]) for _ in range(8)

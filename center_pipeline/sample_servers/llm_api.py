@@ -207,14 +207,8 @@ def create_llm_app(
         except ValueError:
             payload = None
         facts = read_prompt_facts(payload.get("messages") if isinstance(payload, dict) else None)
-        attempt = app.state.counter.increment(RequestKind.LLM, facts.location)
-        # Take the script position on arrival, so requests replay the script in arrival order.
-        script_position = app.state.script_position
-        app.state.script_position += 1
         plan: FaultPlan = app.state.faults
-        if plan.latency_ms > 0:
-            await asyncio.sleep(plan.latency_ms / 1000)
-        await asyncio.sleep(stall_seconds(plan, RequestKind.LLM, attempt))
+        attempt, script_position = await start_llm_request(app, facts.location)
 
         if script:
             return _scripted_response(script[min(script_position, len(script) - 1)])
@@ -480,3 +474,20 @@ def _scripted_response(entry: dict[str, Any]) -> Response:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     headers = {"content-type": "application/json", **entry["headers"]}
     return Response(content, status_code=entry["status"], headers=headers)
+
+
+async def start_llm_request(app: FastAPI, location: str) -> tuple[int, int]:
+    """Count one LLM request, take its place in the script, and wait out latency and stalls.
+
+    Returns:
+        The request's attempt number for its location, and its script position.
+    """
+    attempt = app.state.counter.increment(RequestKind.LLM, location)
+    # Take the script position on arrival, so requests replay the script in arrival order.
+    script_position = app.state.script_position
+    app.state.script_position += 1
+    plan: FaultPlan = app.state.faults
+    if plan.latency_ms > 0:
+        await asyncio.sleep(plan.latency_ms / 1000)
+    await asyncio.sleep(stall_seconds(plan, RequestKind.LLM, attempt))
+    return attempt, script_position

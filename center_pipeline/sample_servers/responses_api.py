@@ -14,7 +14,6 @@ Faults, scripted mode and the API key check work as on the chat-completions rout
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -31,9 +30,9 @@ from center_pipeline.sample_servers.faults import (
     FaultType,
     RequestKind,
     decide_fault,
-    stall_seconds,
 )
 from center_pipeline.sample_servers.llm_api import (
+    start_llm_request,
     SAMPLE_NOTE,
     PromptFacts,
     _estimate_tokens,
@@ -77,14 +76,8 @@ def add_responses_route(
         except ValueError:
             payload = None
         facts = read_prompt_facts(input_messages(payload))
-        attempt = app.state.counter.increment(RequestKind.LLM, facts.location)
-        # Take the script position on arrival, so requests replay the script in arrival order.
-        script_position = app.state.script_position
-        app.state.script_position += 1
         plan: FaultPlan = app.state.faults
-        if plan.latency_ms > 0:
-            await asyncio.sleep(plan.latency_ms / 1000)
-        await asyncio.sleep(stall_seconds(plan, RequestKind.LLM, attempt))
+        attempt, script_position = await start_llm_request(app, facts.location)
 
         if script:
             return _scripted_response(script[min(script_position, len(script) - 1)])
