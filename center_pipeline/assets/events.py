@@ -1,5 +1,6 @@
 """The `center_events` asset: one CSV of upcoming local events per active center."""
 
+import logging
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,14 @@ from center_pipeline.launch import RUN_DATE_TAG
 from center_pipeline.locations.models import Center
 from center_pipeline.partitions import center_partitions
 from center_pipeline.reporting import markdown_reasons
+
+logger = logging.getLogger(__name__)
+
+# Up to this many centers, each center gets a run-log line and an asset observation with
+# its metadata. Larger batches keep per-center events for failures only, because the
+# instance stores each event with its own write (about 18 a second on dagster-postgres on
+# 2 cores, measured by benchmarks/sync_and_batch.py).
+DETAILED_LOG_MAX_CENTERS = 1000
 
 # With the value "true", a batch calls the LLM for every selected center, also for those
 # whose CSV for the run date an earlier run already wrote. `center-pipeline batch --force`
@@ -138,6 +147,7 @@ class _BatchTally:
         self._context = context
         self._database = database
         self._total = total
+        self._detailed = total <= DETAILED_LOG_MAX_CENTERS
         self.processed = 0
         self.succeeded = 0
         self.events_kept = 0
@@ -164,7 +174,10 @@ class _BatchTally:
             if not self.preview and outcome.preview:
                 self.preview = outcome.preview
             carried_over = result.carried_over_from
-            self._context.log.info(
+            # Every event in the run log is a write to the instance's storage, so a large
+            # batch logs successes to the process log and its progress to the run log.
+            log = self._context.log if self._detailed else logger
+            log.info(
                 "[%d/%d] %s: %d events, %d dropped, %s, %s",
                 self.processed,
                 self._total,
@@ -181,13 +194,16 @@ class _BatchTally:
             self._context.log.warning(
                 "[%d/%d] %s failed: %s", self.processed, self._total, result.slug, result.error
             )
-        self._context.log_event(
-            AssetObservation(
-                asset_key=self._context.asset_key,
-                partition=result.slug,
-                metadata=_center_metadata(result),
+        if self._detailed or not result.succeeded:
+            self._context.log_event(
+                AssetObservation(
+                    asset_key=self._context.asset_key,
+                    partition=result.slug,
+                    metadata=_center_metadata(result),
+                )
             )
-        )
+        elif self.processed % max(1, self._total // 20) == 0 or self.processed == self._total:
+            self._context.log.info("%d of %d centers done", self.processed, self._total)
 
     def error_summary(self, status: RunStatus) -> str | None:
         if not self.failures:
