@@ -66,14 +66,13 @@ def _build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--run-date", help="the run date of the batch as YYYY-MM-DD (default: today)"
         )
-    for command in (batch, both):
+    for command in (batch, both, demo):
         command.add_argument(
             "--force",
             action="store_true",
             help="call the LLM for every center, also those whose CSV for the run date an "
             f"earlier run wrote (sets the run tag {FORCE_TAG}=true)",
         )
-    demo.set_defaults(force=False)
     batch.add_argument(
         "--resume",
         metavar="RUN_ID",
@@ -220,12 +219,17 @@ def _print_summary(report: dict) -> None:
     batch = report.get("batch")
     if batch is not None:
         output_dir = load_settings(EventSettings).events_output_dir
+        carried_over = sum(1 for result in batch["results"] if result.get("carried_over_from"))
+        written = batch["successful_centers"] - carried_over
+        kept = f", {carried_over} kept from an earlier run of that day" if carried_over else ""
         print(
             f"Batch run {report['batch_run_id']}: {batch['status']}. "
             f"{batch['successful_centers']} of {batch['total_centers']} centers succeeded; "
-            f"{batch['successful_centers']} CSVs written under {os.path.abspath(output_dir)} "
+            f"{written} CSVs written under {os.path.abspath(output_dir)}{kept} "
             f"(run date {batch['run_date']})."
         )
+        if carried_over:
+            print("  Use --force to call the LLM again for the centers kept.")
         for result in batch["results"]:
             if result["status"] != "success":
                 print(f"  failed  {result['slug']}: {result['error']}")

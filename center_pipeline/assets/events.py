@@ -1,6 +1,7 @@
 """The `center_events` asset: one CSV of upcoming local events per active center."""
 
 import logging
+import warnings
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -8,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from dagster import (
     AssetExecutionContext,
+    BetaWarning,
     AssetObservation,
     BackfillPolicy,
     Failure,
@@ -42,6 +44,10 @@ from center_pipeline.partitions import center_partitions
 from center_pipeline.reporting import markdown_reasons
 
 logger = logging.getLogger(__name__)
+
+# BackfillPolicy is beta in Dagster 1.13. The single-run batch depends on it on purpose, so
+# its warning would only repeat on every import.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
 # Up to this many centers, each center gets a run-log line and an asset observation with
 # its metadata. Larger batches keep per-center events for failures only, because the
