@@ -34,7 +34,9 @@ logger = logging.getLogger("center_pipeline.cli")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # One INFO line per HTTP request drowns the run's own log; errors still show.
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -55,7 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="run the sync_centers job")
     batch = commands.add_parser("batch", help="run the run_batch job over every active center")
-    both = commands.add_parser("sync-and-run", help="sync, then run the batch if the sync succeeded")
+    both = commands.add_parser(
+        "sync-and-run", help="sync, then run the batch if the sync succeeded"
+    )
     demo = commands.add_parser(
         "demo", help="start the sample servers and run sync-and-run against them (no API keys)"
     )

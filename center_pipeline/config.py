@@ -18,7 +18,7 @@ from center_pipeline.events.pricing import ModelPrice
 
 
 class ConfigError(Exception):
-    """Raised when an environment variable is missing or invalid; the message says how to fix it."""
+    """Raised when an environment variable is missing or invalid; the message gives the fix."""
 
 
 def _example(value: str) -> dict:
@@ -44,7 +44,7 @@ def _require_http_url(value: str) -> str:
 
 
 class LocationSettings(_EnvSettings):
-    """Where the location APIs are and how hard to press them."""
+    """Location API endpoints, request limits and the default radius."""
 
     location_slug_api_url: str = Field(
         json_schema_extra=_example("https://locations.example.com/api/slugs")
@@ -52,8 +52,12 @@ class LocationSettings(_EnvSettings):
     location_data_api_url: str = Field(
         json_schema_extra=_example("https://locations.example.com/api/data")
     )
-    default_radius_miles: float = Field(default=25.0, gt=0, le=500, json_schema_extra=_example("25"))
-    location_api_concurrency: int = Field(default=16, ge=1, le=256, json_schema_extra=_example("16"))
+    default_radius_miles: float = Field(
+        default=25.0, gt=0, le=500, json_schema_extra=_example("25")
+    )
+    location_api_concurrency: int = Field(
+        default=16, ge=1, le=256, json_schema_extra=_example("16")
+    )
     location_api_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, json_schema_extra=_example("10")
     )
@@ -75,7 +79,7 @@ class LocationSettings(_EnvSettings):
 
 
 class DatabaseSettings(_EnvSettings):
-    """The application database that holds `centers` and `batch_runs`."""
+    """The application database that contains `centers` and `batch_runs`."""
 
     database_url: str = Field(
         default="sqlite:///stage.db",
@@ -86,7 +90,7 @@ class DatabaseSettings(_EnvSettings):
     @classmethod
     def _check_scheme(cls, value: str) -> str:
         value = value.strip()
-        # Heroku-style URLs say postgres://, which SQLAlchemy does not accept.
+        # Heroku-style URLs start with postgres://, which SQLAlchemy does not accept.
         if value.startswith("postgres://"):
             value = "postgresql://" + value.removeprefix("postgres://")
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
@@ -95,7 +99,7 @@ class DatabaseSettings(_EnvSettings):
 
 
 class LlmSettings(_EnvSettings):
-    """Which OpenAI-compatible model answers the event questions, and how many at once."""
+    """The OpenAI-compatible model that finds events, and its request limits."""
 
     llm_provider: Literal["openai", "grok"] = Field(
         default="openai", json_schema_extra=_example("openai")
@@ -149,8 +153,7 @@ class LlmSettings(_EnvSettings):
                 prices[str(model)] = ModelPrice.model_validate(entry)
             except ValidationError as error:
                 problems = "; ".join(
-                    f"{'.'.join(str(part) for part in problem['loc']) or 'price'}: "
-                    f"{problem['msg']}"
+                    f"{'.'.join(str(part) for part in problem['loc']) or 'price'}: {problem['msg']}"
                     for problem in error.errors()
                 )
                 raise ValueError(f"the price of model {model!r} is invalid ({problems})") from None
@@ -183,7 +186,7 @@ DEFAULT_BASE_URLS = {"openai": None, "grok": "https://api.x.ai/v1"}
 
 
 class EventSettings(_EnvSettings):
-    """Where event CSVs go and which days they cover."""
+    """Output folder and date window of the event CSVs, and the batch heartbeat."""
 
     events_output_dir: str = Field(default="data/events", json_schema_extra=_example("data/events"))
     event_window_days: int = Field(default=30, ge=1, le=366, json_schema_extra=_example("30"))
@@ -192,9 +195,7 @@ class EventSettings(_EnvSettings):
     )
     # A batch whose heartbeat is older than this is taken as dead and marked failed. Keep it
     # well above the heartbeat interval.
-    batch_stale_after_seconds: float = Field(
-        default=300.0, gt=0, json_schema_extra=_example("300")
-    )
+    batch_stale_after_seconds: float = Field(default=300.0, gt=0, json_schema_extra=_example("300"))
 
 
 class ScheduleSettings(_EnvSettings):
@@ -237,7 +238,9 @@ def describe_validation_error(settings_class: type[_EnvSettings], error: Validat
         field_name = str(problem["loc"][0]) if problem["loc"] else ""
         env_name = field_name.upper()
         field = settings_class.model_fields.get(field_name)
-        extra = field.json_schema_extra if field and isinstance(field.json_schema_extra, dict) else {}
+        extra = (
+            field.json_schema_extra if field and isinstance(field.json_schema_extra, dict) else {}
+        )
         example = f" Example: {env_name}={extra['example']}" if "example" in extra else ""
         if problem["type"] == "missing":
             lines.append(f"{env_name} is not set.{example}")
