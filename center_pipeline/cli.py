@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from dagster import DagsterInstance
 
@@ -19,16 +20,19 @@ from center_pipeline.config import (
 )
 from center_pipeline.db.engine import (
     DatabaseUnavailable,
-    create_database_engine,
     describe_url,
     upgrade_database,
 )
+from center_pipeline.db.resource import engine_from_environment
 from center_pipeline.db.schema import SchemaOutOfDate, SchemaState
 from center_pipeline.launch import RUN_DATE_TAG, SYNC_RUN_TAG, all_centers_tags, resume_tags
-from center_pipeline.runner import JobRun, execute_job, open_instance
+from center_pipeline.runner import JobRun, execute_job, first_failure_message, open_instance
 from center_pipeline.status import run_status_document
 
 logger = logging.getLogger("center_pipeline.cli")
+
+# Event searches for dates far from today make no sense and overflow the date window.
+MAX_RUN_DATE_DISTANCE_DAYS = 366
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
     for command in (batch, both, demo):
         command.add_argument(
-            "--run-date", help="the run date of the batch as YYYY-MM-DD (default: today)"
+            "--run-date",
+            type=_run_date,
+            help="the run date of the batch as YYYY-MM-DD (default: today)",
         )
     for command in (batch, both, demo):
         command.add_argument(
@@ -189,10 +195,16 @@ def _finish(
         report["sync"] = run_status_document(engine, sync.run_id, instance) or {
             "dagster_status": "FAILURE" if not sync.success else "SUCCESS"
         }
+        if not sync.success:
+            report["sync_error"] = first_failure_message(sync)
     if batch is not None:
         report["batch_run_id"] = batch.run_id
-        report["batch"] = run_status_document(engine, batch.run_id, instance)
+        document = run_status_document(engine, batch.run_id, instance)
+        # A batch that failed before its first step left no batch_runs row.
+        report["batch"] = document if document and document.get("kind") == "batch" else None
         report["batch_status"] = (report["batch"] or {}).get("status", "failed")
+        if not batch.success:
+            report["batch_error"] = first_failure_message(batch)
 
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -218,7 +230,7 @@ def _print_summary(report: dict) -> None:
             for slug, reason in list(sync["details"].get("skipped", {}).items())[:10]:
                 print(f"  skipped {slug}: {reason}")
         else:
-            print(f"Sync run {report['sync_run_id']} failed; see `dagster dev` for its logs.")
+            print(f"Sync run {report['sync_run_id']} failed.")
 
     batch = report.get("batch")
     if batch is not None:
@@ -238,7 +250,10 @@ def _print_summary(report: dict) -> None:
             if result["status"] != "success":
                 print(f"  failed  {result['slug']}: {result['error']}")
     elif "batch_run_id" in report:
-        print(f"Batch run {report['batch_run_id']} failed before it started; see its logs.")
+        print(f"Batch run {report['batch_run_id']} failed before it started.")
+    for key in ("sync_error", "batch_error"):
+        if report.get(key):
+            print(f"error: {report[key]}", file=sys.stderr)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -316,8 +331,21 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_date(text: str) -> str:
+    try:
+        value = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+    today = date.today()
+    if abs((value - today).days) > MAX_RUN_DATE_DISTANCE_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{text} is more than a year from today ({today}); give a date within a year"
+        )
+    return value.isoformat()
+
+
 def _engine():
-    return create_database_engine(load_settings(DatabaseSettings).database_url)
+    return engine_from_environment()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,21 @@ def execute_job(
     return JobRun(run_id=run_id, success=result.success, result=result)
 
 
+def first_failure_message(job_run: JobRun) -> str | None:
+    """Return the error message of the run's first failed step, or of the run itself."""
+    for event in job_run.result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            # Dagster wraps the asset's exception; the cause at the end names the problem.
+            while error.cause is not None:
+                error = error.cause
+            return error.message.strip()
+    for event in job_run.result.all_events:
+        if event.is_failure and event.message:
+            return event.message.strip()
+    return None
+
+
 class _BatchProgress:
     """Polls `batch_runs` for processed / total and shows a bar, or lines when not a terminal."""
 

@@ -289,6 +289,24 @@ def test_without_token_only_loopback_answers(bridge_env):
     check_bind_host("127.0.0.1", token=None)
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "https://evil.example"}, {"Host": "evil.example:8080"}],
+    ids=["foreign origin", "foreign host"],
+)
+def test_without_token_foreign_page_rejected(client, headers):
+    response = client.post("/cron/sync-centers", headers=headers)
+
+    assert response.status_code == 403
+    assert "BRIDGE_API_TOKEN" in response.json()["detail"]
+
+
+def test_without_token_local_origin_accepted(client):
+    response = client.get("/cron/status", headers={"Origin": "http://127.0.0.1:8080"})
+
+    assert response.status_code == 200
+
+
 def test_short_token_rejected_without_showing_it():
     with pytest.raises(ConfigError) as raised:
         create_app(BridgeSettings(bridge_api_token=SecretStr("short-secret")))

@@ -406,3 +406,18 @@ def _wait_for_progress(engine, at_least: int) -> dict:
             return dict(row)
         time.sleep(0.2)
     raise AssertionError(f"the batch did not reach {at_least} centers within 90 s")
+
+
+def test_overlong_fields_fail_only_their_center(pipeline_env, monkeypatch, capsys):
+    long_id = {"id": "X" * 200, "slug": "long-id", "name": "Long Id", "city": "Austin",
+               "state": "TX", "zip": "78701"}
+    servers = serve(monkeypatch, network=[AUSTIN, {"slug": "long-id", "detail": long_id}])
+    try:
+        exit_code, report = run_cli(capsys, "sync")
+    finally:
+        servers.stop()
+
+    assert exit_code == 0
+    assert report["sync"]["inserted"] == 1
+    assert "center_id is 200 characters" in report["sync"]["details"]["failed"]["long-id"]
+    assert set(center_rows(pipeline_env["DATABASE_URL"])) == {AUSTIN["slug"]}

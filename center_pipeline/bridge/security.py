@@ -2,6 +2,7 @@
 
 import hmac
 import json
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -9,6 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from center_pipeline.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 LOOPBACK_HOST = "127.0.0.1"
 MIN_TOKEN_LENGTH = 16
@@ -69,6 +72,7 @@ def access_check(token: str | None):
                     detail=f"BRIDGE_API_TOKEN is not set, so the bridge answers on "
                     f"{LOOPBACK_HOST} only.",
                 )
+            _reject_foreign_browser_request(request)
             return
         presented = credentials.credentials.encode() if credentials is not None else b""
         # compare_digest takes the same time wherever the first differing byte is.
@@ -80,6 +84,30 @@ def access_check(token: str | None):
             )
 
     return check_access
+
+
+_LOCAL_HOST_NAMES = {LOOPBACK_HOST, "localhost"}
+
+
+def _reject_foreign_browser_request(request: Request) -> None:
+    """Reject requests that a web page on another site, or DNS rebinding, sent to the bridge.
+
+    Without a token, loopback is the only protection, and a browser on the same machine
+    would otherwise carry any page's POST to it. Such requests show a foreign `Host` or
+    `Origin` header.
+    """
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+    origin = request.headers.get("origin")
+    origin_host = origin.split("://", 1)[-1].rsplit(":", 1)[0] if origin else None
+    if host not in _LOCAL_HOST_NAMES or (
+        origin is not None and origin_host not in _LOCAL_HOST_NAMES
+    ):
+        logger.warning("Rejected a request with Host %r and Origin %r", host, origin)
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="Without BRIDGE_API_TOKEN the bridge answers only requests addressed to "
+            "127.0.0.1 or localhost from no other site. Set BRIDGE_API_TOKEN to allow others.",
+        )
 
 
 class BodySizeLimit:

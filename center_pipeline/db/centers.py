@@ -42,6 +42,23 @@ class UpsertOutcome:
     conflicts: dict[str, str] = field(default_factory=dict)
 
 
+def column_length_problem(center: Center) -> str | None:
+    """Name the first text field too long for its column, or return None.
+
+    PostgreSQL rejects an over-long value and would fail the whole upsert transaction, so
+    such a center is reported and left out instead.
+    """
+    for name in SYNCED_COLUMNS:
+        value = getattr(center, name)
+        length = getattr(centers.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            return (
+                f"{name} is {len(value)} characters long; the centers table allows {length}. "
+                "Fix the record in the location API."
+            )
+    return None
+
+
 def chunked(items: Sequence, size: int = CHUNK_SIZE) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -62,6 +79,10 @@ def upsert_centers(engine: Engine, fetched: Sequence[Center], now: datetime) -> 
         seen_center_ids: dict[str, str] = {}
 
         for center in fetched:
+            too_long = column_length_problem(center)
+            if too_long is not None:
+                outcome.conflicts[center.slug[:80]] = too_long
+                continue
             if center.center_id in seen_center_ids:
                 outcome.conflicts[center.slug] = (
                     f"center_id {center.center_id!r} is also given by slug "

@@ -215,7 +215,7 @@ def events_from_grounded_answer(
     if answer.incomplete_reason == "max_output_tokens":
         raise LlmAnswerError(
             f"LLM answer was truncated at the output token limit after {usage.output_tokens} "
-            "tokens. Raise max_output_tokens or narrow the prompt.",
+            "tokens (4,096 by default). Shorten EVENT_WINDOW_DAYS or the prompt template.",
             usage=usage,
         )
     if answer.incomplete_reason == "content_filter":

@@ -482,7 +482,7 @@ def events_from_answer(answer: LlmAnswer, run_date: date, window_days: int) -> P
     if answer.finish_reason == "length":
         raise LlmAnswerError(
             f"LLM answer was truncated at the output token limit after "
-            f"{answer.completion_tokens} tokens. Raise max_output_tokens or narrow the prompt."
+            f"{answer.completion_tokens} tokens. Shorten EVENT_WINDOW_DAYS or the prompt template."
         )
     if answer.finish_reason == "content_filter":
         raise LlmAnswerError(
