@@ -114,16 +114,29 @@ def test_detail_failures_deactivate_nothing(pipeline_env, monkeypatch, capsys):
     assert center_rows(pipeline_env["DATABASE_URL"]) == before
 
 
-def _batch_one_center(monkeypatch, capsys, script: list[dict]) -> tuple[int, dict, int]:
-    # The scripts are chat-completion bodies, so the batch must take the chat path.
-    monkeypatch.setenv("LLM_WEB_SEARCH", "false")
-    servers = serve(monkeypatch, network=[AUSTIN], llm_script=script)
+def _sync_then_batch(monkeypatch, capsys, env=None, **server_options) -> tuple[int, dict, int]:
+    """Sync and batch against fresh sample servers; `env` is set after the servers' own.
+
+    Returns the batch's exit code, its JSON report and the LLM requests the server counted.
+    """
+    servers = serve(monkeypatch, **server_options)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     try:
         assert run_cli(capsys, "sync")[0] == 0
         exit_code, report = run_cli(capsys, "batch", "--run-date", RUN_DATE)
         requests = servers.llm_counter.snapshot().total
     finally:
         servers.stop()
+    return exit_code, report, requests
+
+
+def _batch_one_center(monkeypatch, capsys, script: list[dict]) -> tuple[int, dict, int]:
+    # The scripts are chat-completion bodies, so the batch must take the chat path.
+    monkeypatch.setenv("LLM_WEB_SEARCH", "false")
+    exit_code, report, requests = _sync_then_batch(
+        monkeypatch, capsys, network=[AUSTIN], llm_script=script
+    )
     [result] = report["batch"]["results"]
     return exit_code, result, requests
 
@@ -215,13 +228,9 @@ def test_llm_error_ends_center(pipeline_env, monkeypatch, capsys, name, response
 def test_llm_timeout_then_answer(pipeline_env, monkeypatch, capsys):
     monkeypatch.setenv("LLM_TIMEOUT_SECONDS", "0.5")
     faults = FaultPlan(llm={"stall_first": 1, "stall_seconds": 1.5})
-    servers = serve(monkeypatch, network=[AUSTIN], llm_faults=faults)
-    try:
-        assert run_cli(capsys, "sync")[0] == 0
-        exit_code, report = run_cli(capsys, "batch", "--run-date", RUN_DATE)
-        requests = servers.llm_counter.snapshot().total
-    finally:
-        servers.stop()
+    exit_code, report, requests = _sync_then_batch(
+        monkeypatch, capsys, network=[AUSTIN], llm_faults=faults
+    )
 
     assert exit_code == 0
     assert report["batch"]["successful_centers"] == 1
@@ -230,14 +239,9 @@ def test_llm_timeout_then_answer(pipeline_env, monkeypatch, capsys):
 
 def test_invalid_key_stops_calling_llm(pipeline_env, monkeypatch, capsys):
     monkeypatch.setenv("LLM_CONCURRENCY", "2")
-    servers = serve(monkeypatch, llm_api_key="the-right-key")
-    monkeypatch.setenv("LLM_API_KEY", "a-wrong-key")
-    try:
-        assert run_cli(capsys, "sync")[0] == 0
-        exit_code, report = run_cli(capsys, "batch", "--run-date", RUN_DATE)
-        requests = servers.llm_counter.snapshot().total
-    finally:
-        servers.stop()
+    exit_code, report, requests = _sync_then_batch(
+        monkeypatch, capsys, env={"LLM_API_KEY": "a-wrong-key"}, llm_api_key="the-right-key"
+    )
 
     batch = report["batch"]
     assert exit_code == 1
