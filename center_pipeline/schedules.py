@@ -14,7 +14,7 @@ DEFAULT_CRON = "0 2 * * *"
 
 
 def build_nightly_schedule() -> ScheduleDefinition:
-    """Build the sync-and-run schedule. A bad setting stops it and its description says why."""
+    """Build the sync-and-run schedule. A bad setting stops it, and its description names why."""
     problem = None
     try:
         settings = load_settings(ScheduleSettings)

@@ -210,14 +210,9 @@ def create_llm_app(
         plan: FaultPlan = app.state.faults
         attempt, script_position = await start_llm_request(app, facts.location)
 
-        if script:
-            return _scripted_response(script[min(script_position, len(script) - 1)])
-
-        if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
-            logger.info("Rejected LLM request for %r: incorrect API key", facts.location)
-            return _openai_error(
-                401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
-            )
+        early = scripted_or_unauthorized(request, script, script_position, api_key, facts)
+        if early is not None:
+            return early
         problem = _find_request_problem(payload)
         if problem is not None:
             logger.info("Rejected invalid LLM request: %s", problem)
@@ -491,3 +486,21 @@ async def start_llm_request(app: FastAPI, location: str) -> tuple[int, int]:
         await asyncio.sleep(plan.latency_ms / 1000)
     await asyncio.sleep(stall_seconds(plan, RequestKind.LLM, attempt))
     return attempt, script_position
+
+
+def scripted_or_unauthorized(
+    request: Request,
+    script: list[dict[str, Any]],
+    script_position: int,
+    api_key: str | None,
+    facts: PromptFacts,
+) -> Response | None:
+    """Return the scripted response, or a 401 for a wrong key, or None to answer normally."""
+    if script:
+        return _scripted_response(script[min(script_position, len(script) - 1)])
+    if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+        logger.info("Rejected %s for %r: incorrect API key", request.url.path, facts.location)
+        return _openai_error(
+            401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
+        )
+    return None

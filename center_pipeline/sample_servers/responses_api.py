@@ -32,6 +32,7 @@ from center_pipeline.sample_servers.faults import (
     decide_fault,
 )
 from center_pipeline.sample_servers.llm_api import (
+    scripted_or_unauthorized,
     start_llm_request,
     SAMPLE_NOTE,
     PromptFacts,
@@ -39,7 +40,6 @@ from center_pipeline.sample_servers.llm_api import (
     _fault_response,
     _message_texts,
     _openai_error,
-    _scripted_response,
     make_sample_events,
     read_prompt_facts,
 )
@@ -79,14 +79,9 @@ def add_responses_route(
         plan: FaultPlan = app.state.faults
         attempt, script_position = await start_llm_request(app, facts.location)
 
-        if script:
-            return _scripted_response(script[min(script_position, len(script) - 1)])
-
-        if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
-            logger.info("Rejected Responses request for %r: incorrect API key", facts.location)
-            return _openai_error(
-                401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
-            )
+        early = scripted_or_unauthorized(request, script, script_position, api_key, facts)
+        if early is not None:
+            return early
         if isinstance(payload, dict) and "search_parameters" in payload:
             logger.info("Rejected Responses request with search_parameters")
             return JSONResponse({"code": "Gone", "error": LIVE_SEARCH_GONE}, status_code=410)
