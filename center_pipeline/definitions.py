@@ -8,6 +8,7 @@ from center_pipeline.assets.events import center_events
 from center_pipeline.assets.sync import center_details, center_slugs, centers
 from center_pipeline.bridge.sensor import build_bridge_sensor
 from center_pipeline.config import load_dotenv_file
+from center_pipeline.dagster_env import apply_event_storage_defaults
 from center_pipeline.db.resource import DatabaseResource
 from center_pipeline.events.resource import LlmResource
 from center_pipeline.jobs import batch_job, sync_and_run_job, sync_job
@@ -31,6 +32,9 @@ def _llm_key_variables() -> tuple[str, ...]:
 
 def build_definitions() -> Definitions:
     load_dotenv_file()
+    # Here, because every process that runs the project's code builds the definitions:
+    # the run worker, the code server and the `center-pipeline` commands.
+    apply_event_storage_defaults()
     return Definitions(
         assets=[center_slugs, center_details, centers, center_events],
         jobs=[sync_job, sync_and_run_job, batch_job],

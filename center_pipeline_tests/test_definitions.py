@@ -3,6 +3,7 @@
 import pytest
 from dagster import DefaultScheduleStatus
 
+from center_pipeline.dagster_env import apply_event_storage_defaults
 from center_pipeline.definitions import build_definitions
 from center_pipeline.partitions import partition_key_problem
 
@@ -83,3 +84,15 @@ def test_bad_schedule_setting_stops_schedule(monkeypatch, caplog, variable, valu
 )
 def test_partition_key_problem(slug, usable):
     assert (partition_key_problem(slug) is None) == usable
+
+
+def test_event_storage_defaults_keep_the_operators_values():
+    environ = {"DAGSTER_EVENT_BATCH_SIZE": "0"}
+
+    applied = apply_event_storage_defaults(environ)
+
+    assert applied == {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+    assert environ == {
+        "DAGSTER_EVENT_BATCH_SIZE": "0",
+        "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
+    }

@@ -16,6 +16,7 @@ from center_pipeline.events.models import EVENT_CSV_COLUMNS
 from center_pipeline.partitions import center_partitions
 from center_pipeline.sample_servers.faults import FaultPlan
 from center_pipeline.sample_servers.server import SampleServers, load_sample_network
+from center_pipeline_tests.dagster_events import stored_asset_events
 
 RUN_DATE = date.today().isoformat()
 
@@ -90,6 +91,10 @@ def test_sync_and_run_end_to_end(servers, pipeline_env, capsys):
     with DagsterInstance.get() as instance:
         assert instance.get_run_by_id(report["sync_run_id"]).is_success
         assert instance.get_run_by_id(report["batch_run_id"]).is_success
+        stored = stored_asset_events(instance, report["batch_run_id"])
+    # center_pipeline/dagster_env.py: one planned event names every partition of the batch.
+    assert stored.planned_partition_sets == [active]
+    assert sorted(stored.materialized_partitions) == sorted(active)
 
 
 def test_second_sync_leaves_rows_unchanged(servers, pipeline_env, capsys):

@@ -29,11 +29,13 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import URL, make_url
 
 from center_pipeline.cli import main
+from center_pipeline.dagster_env import EVENT_STORAGE_DEFAULTS
 from center_pipeline.db.engine import DatabaseUnavailable, create_database_engine
 from center_pipeline.db.tables import batch_runs, centers
 from center_pipeline.jobs import CENTERS_TABLE_TAG
 from center_pipeline.launch import SYNC_RUN_TAG
 from center_pipeline.sample_servers.server import SampleServers
+from center_pipeline_tests.dagster_events import stored_asset_events
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -236,6 +238,8 @@ def deployment(postgres_server_url, tmp_path_factory) -> Iterator[Deployment]:
             "DATABASE_URL": app_url.render_as_string(hide_password=False),
             "EVENTS_OUTPUT_DIR": str(home / "events"),
             "CRON_ENABLED": "false",
+            # The README's production section exports them for the daemon.
+            **EVENT_STORAGE_DEFAULTS,
             **servers.env(),
         }
         patch = stack.enter_context(pytest.MonkeyPatch.context())
@@ -366,6 +370,12 @@ def test_sync_then_batch_complete(deployment, restart_scenario):
     assert batch["status"] == "completed"
     assert batch["total_centers"] == len(active)
     assert batch["successful_centers"] == len(active)
+
+    # The daemon created the batch run with one planned event for all of its partitions, and
+    # the run worker stored one materialization per center, in batches.
+    stored = stored_asset_events(deployment.instance, scenario.batch_id)
+    assert stored.planned_partition_sets == [set(active)]
+    assert sorted(stored.materialized_partitions) == sorted(active)
 
     sync_end = deployment.instance.get_run_record_by_id(scenario.sync_and_run_id).end_time
     batch_start = deployment.instance.get_run_record_by_id(scenario.batch_id).start_time
