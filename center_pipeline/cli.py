@@ -5,10 +5,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 from dagster import DagsterInstance
+from sqlalchemy import Engine
 
 from center_pipeline.assets.events import FORCE_TAG
 from center_pipeline.config import (
@@ -21,6 +23,7 @@ from center_pipeline.config import (
 from center_pipeline.db.engine import (
     DatabaseUnavailable,
     describe_url,
+    missing_sqlite_file,
     upgrade_database,
 )
 from center_pipeline.db.resource import engine_from_environment
@@ -126,29 +129,36 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _sync(args: argparse.Namespace) -> int:
     instance = open_instance()
-    sync = _run_sync(instance, "sync_centers")
-    return _finish(args, instance, sync, batch=None)
+    with _command_engine() as engine:
+        sync = _run_sync(instance, "sync_centers")
+        return _finish(args, instance, engine, sync, batch=None)
 
 
 def _batch(args: argparse.Namespace) -> int:
     instance = open_instance()
-    if args.resume:
-        tags = resume_tags(instance, _engine(), args.resume)
-        if args.force:
-            tags[FORCE_TAG] = "true"
-        batch = execute_job("run_batch", instance, tags=tags, progress_engine=_engine())
-    else:
-        batch = _run_batch(instance, args.run_date, sync_run_id=None, force=args.force)
-    return _finish(args, instance, sync=None, batch=batch)
+    with _command_engine() as engine:
+        if args.resume:
+            tags = resume_tags(instance, engine, args.resume)
+            if args.force:
+                tags[FORCE_TAG] = "true"
+            batch = execute_job("run_batch", instance, tags=tags, progress_engine=engine)
+        else:
+            batch = _run_batch(instance, engine, args.run_date, sync_run_id=None, force=args.force)
+        return _finish(args, instance, engine, sync=None, batch=batch)
 
 
 def _sync_and_run(args: argparse.Namespace) -> int:
     instance = open_instance()
-    sync = _run_sync(instance, "sync_and_run")
-    batch = _run_batch(instance, args.run_date, sync.run_id, args.force) if sync.success else None
-    if not sync.success:
-        print("The sync failed, so the batch was not started.", file=sys.stderr)
-    return _finish(args, instance, sync, batch)
+    with _command_engine() as engine:
+        sync = _run_sync(instance, "sync_and_run")
+        batch = (
+            _run_batch(instance, engine, args.run_date, sync.run_id, args.force)
+            if sync.success
+            else None
+        )
+        if not sync.success:
+            print("The sync failed, so the batch was not started.", file=sys.stderr)
+        return _finish(args, instance, engine, sync, batch)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -170,7 +180,11 @@ def _run_sync(instance: DagsterInstance, job_name: str) -> JobRun:
 
 
 def _run_batch(
-    instance: DagsterInstance, run_date: str | None, sync_run_id: str | None, force: bool = False
+    instance: DagsterInstance,
+    engine: Engine,
+    run_date: str | None,
+    sync_run_id: str | None,
+    force: bool = False,
 ) -> JobRun | None:
     tags = all_centers_tags(instance)
     if tags is None:
@@ -182,13 +196,16 @@ def _run_batch(
         tags[SYNC_RUN_TAG] = sync_run_id
     if force:
         tags[FORCE_TAG] = "true"
-    return execute_job("run_batch", instance, tags=tags, progress_engine=_engine())
+    return execute_job("run_batch", instance, tags=tags, progress_engine=engine)
 
 
 def _finish(
-    args: argparse.Namespace, instance: DagsterInstance, sync: JobRun | None, batch: JobRun | None
+    args: argparse.Namespace,
+    instance: DagsterInstance,
+    engine: Engine,
+    sync: JobRun | None,
+    batch: JobRun | None,
 ) -> int:
-    engine = _engine()
     report: dict = {}
     if sync is not None:
         report["sync_run_id"] = sync.run_id
@@ -257,8 +274,19 @@ def _print_summary(report: dict) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    url = load_settings(DatabaseSettings).database_url
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        # Opening it would create an empty database here and report the run as unknown.
+        print(
+            f"error: no application database at {missing} (DATABASE_URL={url}). Run the "
+            "command in the folder that holds the pipeline's stage.db, or set DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 1
     instance = open_instance() if os.environ.get("DAGSTER_HOME") else None
-    document = run_status_document(_engine(), args.run_id, instance)
+    with _command_engine() as engine:
+        document = run_status_document(engine, args.run_id, instance)
     if document is None:
         print(f"error: no run or bridge request with id {args.run_id!r}", file=sys.stderr)
         return 1
@@ -344,8 +372,14 @@ def _run_date(text: str) -> str:
     return value.isoformat()
 
 
-def _engine():
-    return engine_from_environment()
+@contextmanager
+def _command_engine() -> Iterator[Engine]:
+    """Create one engine for the whole command, so an unreachable database costs one timeout."""
+    engine = engine_from_environment()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from center_pipeline.db.schema import (
     upgrade_schema,
 )
 from center_pipeline.db.tables import metadata
+from center_pipeline.runner import execute_job
 from center_pipeline.sample_servers.server import SampleServers
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -353,17 +354,21 @@ def test_run_fails_on_out_of_date_schema(pipeline_env, monkeypatch, capsys):
             monkeypatch.setenv(name, value)
         capsys.readouterr()
         exit_code = main(["sync"])
+        # A run that the UI or the daemon launches meets the schema check in the run itself.
+        with DagsterInstance.get() as instance:
+            launched = execute_job("sync_centers", instance)
 
-    assert exit_code != 0
+    # The command checks the database before it starts a run.
+    assert exit_code == 2
     assert UPGRADE_COMMAND in capsys.readouterr().err
     with DagsterInstance.get() as instance:
-        run = instance.get_runs(limit=1)[0]
+        assert [run.run_id for run in instance.get_runs()] == [launched.run_id]
         failures = [
             str(entry.dagster_event.event_specific_data)
-            for entry in instance.all_logs(run.run_id)
+            for entry in instance.all_logs(launched.run_id)
             if entry.dagster_event and entry.dagster_event.event_type_value.endswith("FAILURE")
         ]
-    assert run.is_failure
+    assert not launched.success
     assert any(UPGRADE_COMMAND in failure for failure in failures), failures
 
 

@@ -250,3 +250,33 @@ def _last_run_error() -> str:
             for entry in logs
             if entry.dagster_event and entry.dagster_event.is_step_failure
         )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_unreachable_database_stops_command_before_any_run(pipeline_env, monkeypatch, capsys):
+    # Nothing listens on port 1, so the connection is refused at once.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://center:s3cret-pw@127.0.0.1:1/centers")
+
+    exit_code = main(["sync-and-run"])
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert "host 127.0.0.1" in error
+    assert "s3cret-pw" not in error
+    with DagsterInstance.get() as instance:
+        assert instance.get_runs() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_status_without_database_file_creates_none(pipeline_env, monkeypatch, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("DATABASE_URL")
+
+    exit_code = main(["status", "0123abcd"])
+
+    error = capsys.readouterr().err
+    assert exit_code == 1
+    assert f"no application database at {elsewhere / 'stage.db'}" in error
+    assert list(elsewhere.iterdir()) == []

@@ -2,10 +2,11 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from center_pipeline.db.schema import (
     SchemaChange,
@@ -22,6 +23,18 @@ class DatabaseUnavailable(Exception):
 def describe_url(url: str) -> str:
     """Render a database URL for messages, with the password hidden."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the file of a SQLite URL that does not exist yet, or None for any other URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).absolute()
+    return None if path.exists() else path
 
 
 def create_database_engine(url: str) -> Engine:
