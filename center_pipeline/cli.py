@@ -246,6 +246,9 @@ def _print_summary(report: dict) -> None:
                 print(f"  failed  {slug}: {reason}")
             for slug, reason in list(sync["details"].get("skipped", {}).items())[:10]:
                 print(f"  skipped {slug}: {reason}")
+            rejected = sync["details"].get("partitions_rejected", {})
+            for slug, reason in list(rejected.items())[:10]:
+                print(f"  no partition, so no events for {slug}: {reason}")
         else:
             print(f"Sync run {report['sync_run_id']} failed.")
 

@@ -1,14 +1,11 @@
 """The dynamic partitions of `center_events`: one partition per active center slug."""
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 from dagster._core.storage.event_log.schema import DynamicPartitionsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-
-logger = logging.getLogger(__name__)
 
 center_partitions = DynamicPartitionsDefinition(name="centers")
 
@@ -61,8 +58,6 @@ def sync_center_partitions(
     to_remove = sorted(key for key in current if key not in usable_set)
     _delete_partitions(instance, to_remove)
 
-    for slug, problem in rejected.items():
-        logger.warning("Center %r gets no partition: %s", slug, problem)
     return PartitionChanges(added=to_add, removed=to_remove, rejected=rejected)
 
 

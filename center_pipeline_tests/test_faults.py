@@ -4,6 +4,7 @@ Each test is one row of the matrix in docs/RELIABILITY.md.
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 from sqlalchemy import select
 
+from center_pipeline.cli import main
 from center_pipeline.db.engine import create_database_engine
 from center_pipeline.db.tables import batch_runs
 from center_pipeline.events.csv_output import read_events_csv
@@ -425,3 +427,26 @@ def test_overlong_fields_fail_only_their_center(pipeline_env, monkeypatch, capsy
     assert report["sync"]["inserted"] == 1
     assert "center_id is 200 characters" in report["sync"]["details"]["failed"]["long-id"]
     assert set(center_rows(pipeline_env["DATABASE_URL"])) == {AUSTIN["slug"]}
+
+
+def test_slug_without_partition_key_named_in_summary(pipeline_env, monkeypatch, capsys):
+    comma_slug = "dallas,uptown"
+    comma_center = {"slug": comma_slug, "detail": {**AUSTIN["detail"], "center_id": "C-1002",
+                                                   "slug": comma_slug, "center_name": "Dallas"}}
+    servers = serve(monkeypatch, network=[AUSTIN, comma_center])
+    try:
+        capsys.readouterr()
+        exit_code = main(["sync"])
+        summary = capsys.readouterr().out
+    finally:
+        servers.stop()
+
+    assert exit_code == 0
+    assert f"no partition, so no events for {comma_slug}: the slug contains ','" in summary
+    with DagsterInstance.get() as instance:
+        run = instance.get_runs(limit=1)[0]
+        warnings = [entry.user_message for entry in instance.all_logs(run.run_id)
+                    if entry.level == logging.WARNING]
+        materialization = instance.get_latest_materialization_event(AssetKey("centers"))
+    assert any(comma_slug in message for message in warnings)
+    assert materialization.asset_materialization.metadata["partitions_rejected"].value == 1

@@ -5,15 +5,17 @@ from datetime import UTC, datetime
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from center_pipeline.db.batch_runs import record_sync_run
-from center_pipeline.db.centers import deactivate_unlisted, upsert_centers
+from center_pipeline.db.centers import active_center_slugs, deactivate_unlisted, upsert_centers
 from center_pipeline.db.resource import DatabaseResource
-from center_pipeline.db.centers import active_center_slugs
 from center_pipeline.locations.fetch import FetchOutcome, fetch_centers
 from center_pipeline.locations.resource import LocationApiResource
 from center_pipeline.partitions import sync_center_partitions
 from center_pipeline.reporting import markdown_reasons
 
 GROUP = "centers"
+
+# Max rejected slugs logged one by one in the run log. `sync_runs` records all of them.
+LOGGED_REJECTIONS_MAX = 20
 
 
 @asset(group_name=GROUP, kinds={"api"})
@@ -104,6 +106,8 @@ def centers(
         len(partitions.removed),
         len(partitions.rejected),
     )
+    for slug, problem in list(partitions.rejected.items())[:LOGGED_REJECTIONS_MAX]:
+        context.log.warning("Center %r gets no partition and no events: %s", slug, problem)
 
     failed = {**center_details.failed, **upserted.conflicts}
     counts = {
@@ -143,6 +147,7 @@ def centers(
             "active_centers": len(active_slugs),
             "partitions_added": len(partitions.added),
             "partitions_removed": len(partitions.removed),
+            "partitions_rejected": len(partitions.rejected),
             "failed_reasons": MetadataValue.md(markdown_reasons(failed)),
             "deactivated_slugs": MetadataValue.json(deactivated[:100]),
         }
