@@ -9,7 +9,11 @@ import pytest
 from center_pipeline.events.dates import normalize_time, parse_event_date
 from center_pipeline.events.llm_client import LlmAnswer, LlmAnswerError, events_from_answer
 from center_pipeline.events.models import Event
-from center_pipeline.events.parsing import AnswerParseError, parse_events_answer
+from center_pipeline.events.parsing import (
+    MAX_EVENTS_PER_ANSWER,
+    AnswerParseError,
+    parse_events_answer,
+)
 
 LLM_CASES = json.loads((Path(__file__).parent / "data" / "llm_cases.json").read_text("utf-8"))
 RUN_DATE = date.fromisoformat(LLM_CASES["run_date"])
@@ -388,6 +392,34 @@ def test_invalid_events_are_counted() -> None:
     assert parsed.dropped_invalid == 7
     assert parsed.dropped_out_of_window == 0
     assert parsed.dropped == 7
+
+
+def test_runaway_answer_keeps_first_events_only() -> None:
+    raw = [{"name": f"Event {index}", "date": "2026-12-12"} for index in range(250)]
+
+    parsed = _parse(json.dumps(raw))
+
+    assert len(parsed.events) == MAX_EVENTS_PER_ANSWER == 200
+    assert parsed.events[-1].name == "Event 199"
+    assert parsed.dropped_over_limit == 50
+    assert parsed.dropped == 50
+
+
+def test_long_text_is_cut_and_long_url_dropped() -> None:
+    raw = {
+        "name": "N" * 5000,
+        "date": "2026-12-12",
+        "description": "word " * 2000,
+        "url": "https://example.com/" + "a" * 3000,
+    }
+
+    event = _parse(json.dumps([raw])).events[0]
+
+    assert len(event.name) == 300
+    assert event.name.endswith("\u2026")
+    assert len(event.description) <= 1000
+    assert event.description.endswith("\u2026")
+    assert event.url is None
 
 
 # --- window -------------------------------------------------------------------------------

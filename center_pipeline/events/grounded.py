@@ -80,11 +80,20 @@ class SourcedEvents:
     dropped_invalid: int
     dropped_unsourced: int
     duplicates_removed: int
+    dropped_over_limit: int = 0
 
     @property
     def dropped(self) -> int:
-        """Events dropped as out of window, invalid or unsourced. Duplicates are not counted."""
-        return self.dropped_out_of_window + self.dropped_invalid + self.dropped_unsourced
+        """Events dropped as out of window, invalid, unsourced or over the limit.
+
+        Duplicates are not counted.
+        """
+        return (
+            self.dropped_out_of_window
+            + self.dropped_invalid
+            + self.dropped_unsourced
+            + self.dropped_over_limit
+        )
 
 
 class GroundedEventsClient(OpenAiApiClient):
@@ -261,6 +270,7 @@ def events_from_grounded_answer(
         dropped_invalid=parsed.dropped_invalid,
         dropped_unsourced=unsourced,
         duplicates_removed=parsed.duplicates_removed,
+        dropped_over_limit=parsed.dropped_over_limit,
     )
 
 

@@ -29,6 +29,13 @@ EVENT_CSV_COLUMNS = (
 )
 
 
+# Max characters kept per text field. Longer text is cut, so that one runaway LLM response
+# cannot bloat a CSV that the marketing team opens in a spreadsheet. Longer URLs are dropped.
+MAX_TEXT_LENGTH = {"description": 1000}
+DEFAULT_MAX_TEXT_LENGTH = 300
+MAX_URL_LENGTH = 2048
+
+
 class Event(BaseModel):
     """One local event, with dates in ISO form and times as HH:MM (24-hour)."""
 
@@ -54,8 +61,8 @@ class Event(BaseModel):
         "name", "venue", "address", "city", "state", "description", "category", mode="before"
     )
     @classmethod
-    def _coerce_text(cls, value: Any) -> str | None:
-        """Turn numbers and lists of scalars into text and blank text into None."""
+    def _coerce_text(cls, value: Any, info: ValidationInfo) -> str | None:
+        """Turn numbers and lists of scalars into text, blank text into None, and cut long text."""
         if isinstance(value, bool):
             return None
         if isinstance(value, int | float):
@@ -66,6 +73,10 @@ class Event(BaseModel):
         elif not isinstance(value, str):
             return None
         value = value.strip()
+        limit = MAX_TEXT_LENGTH.get(info.field_name, DEFAULT_MAX_TEXT_LENGTH)
+        if len(value) > limit:
+            logger.debug("Cut event %s of %d characters to %d", info.field_name, len(value), limit)
+            value = value[: limit - 1].rstrip() + "…"
         return value or None
 
     @field_validator("start_time", "end_time", mode="before")
@@ -100,7 +111,9 @@ def http_url_or_none(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    if not value or any(char.isspace() or ord(char) < 32 for char in value):
+    if not value or len(value) > MAX_URL_LENGTH:
+        return None
+    if any(char.isspace() or ord(char) < 32 for char in value):
         return None
     try:
         parts = urlsplit(value)

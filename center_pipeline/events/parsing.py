@@ -25,6 +25,10 @@ _MAX_WRAPPER_DEPTH = 3
 # costs bounded time.
 _MAX_SCAN_STARTS = 2000
 
+# Max events kept from one LLM response. The rest are dropped and counted, because a real
+# area has far fewer events in a month and more means a runaway response.
+MAX_EVENTS_PER_ANSWER = 200
+
 # Other names models use for Event fields. Each applies only when the Event name is absent.
 _FIELD_ALIASES = {
     "name": ("title", "event_name", "event", "event_title"),
@@ -50,11 +54,12 @@ class ParsedEvents:
     dropped_out_of_window: int
     dropped_invalid: int
     duplicates_removed: int
+    dropped_over_limit: int = 0
 
     @property
     def dropped(self) -> int:
-        """Number of events dropped as out of window or invalid. Duplicates are not counted."""
-        return self.dropped_out_of_window + self.dropped_invalid
+        """Events dropped as out of window, invalid or over the limit. Duplicates are not counted."""
+        return self.dropped_out_of_window + self.dropped_invalid + self.dropped_over_limit
 
 
 def parse_events_answer(content: str, run_date: date, window_days: int) -> ParsedEvents:
@@ -65,7 +70,7 @@ def parse_events_answer(content: str, run_date: date, window_days: int) -> Parse
     bare array, or a single event object. An event is kept when its date is within
     [run_date, run_date + window_days], or when it started earlier and its end date is on
     or after run_date. Of events with the same name (ignoring case and spacing) and the
-    same date, the first is kept.
+    same date, the first is kept. At most MAX_EVENTS_PER_ANSWER events are kept.
 
     Raises:
         AnswerParseError: The answer contains no JSON events list.
@@ -96,11 +101,20 @@ def parse_events_answer(content: str, run_date: date, window_days: int) -> Parse
             seen.add(key)
             kept.append(event)
 
+    over_limit = max(0, len(kept) - MAX_EVENTS_PER_ANSWER)
+    if over_limit:
+        logger.warning(
+            "Kept the first %d of %d events of one LLM response and dropped the other %d",
+            MAX_EVENTS_PER_ANSWER,
+            len(kept),
+            over_limit,
+        )
     return ParsedEvents(
-        events=tuple(kept),
+        events=tuple(kept[:MAX_EVENTS_PER_ANSWER]),
         dropped_out_of_window=dropped_out_of_window,
         dropped_invalid=dropped_invalid,
         duplicates_removed=len(in_window) - len(kept),
+        dropped_over_limit=over_limit,
     )
 
 
