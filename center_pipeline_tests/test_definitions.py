@@ -86,7 +86,7 @@ def test_partition_key_problem(slug, usable):
     assert (partition_key_problem(slug) is None) == usable
 
 
-def test_event_storage_defaults_keep_the_operators_values():
+def test_event_storage_defaults_keep_operator_values():
     environ = {"DAGSTER_EVENT_BATCH_SIZE": "0"}
 
     applied = apply_event_storage_defaults(environ)

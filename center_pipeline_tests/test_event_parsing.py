@@ -394,7 +394,7 @@ def test_invalid_events_are_counted() -> None:
     assert parsed.dropped == 7
 
 
-def test_runaway_answer_keeps_first_events_only() -> None:
+def test_runaway_answer_capped() -> None:
     raw = [{"name": f"Event {index}", "date": "2026-12-12"} for index in range(250)]
 
     parsed = _parse(json.dumps(raw))
@@ -405,7 +405,7 @@ def test_runaway_answer_keeps_first_events_only() -> None:
     assert parsed.dropped == 50
 
 
-def test_long_text_is_cut_and_long_url_dropped() -> None:
+def test_long_text_cut_long_url_dropped() -> None:
     raw = {
         "name": "N" * 5000,
         "date": "2026-12-12",

@@ -429,7 +429,7 @@ def test_overlong_fields_fail_only_their_center(pipeline_env, monkeypatch, capsy
     assert set(center_rows(pipeline_env["DATABASE_URL"])) == {AUSTIN["slug"]}
 
 
-def test_slug_without_partition_key_named_in_summary(pipeline_env, monkeypatch, capsys):
+def test_unpartitionable_slug_in_summary(pipeline_env, monkeypatch, capsys):
     comma_slug = "dallas,uptown"
     comma_center = {"slug": comma_slug, "detail": {**AUSTIN["detail"], "center_id": "C-1002",
                                                    "slug": comma_slug, "center_name": "Dallas"}}
