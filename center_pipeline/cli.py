@@ -17,6 +17,8 @@ from center_pipeline.config import (
     ConfigError,
     DatabaseSettings,
     EventSettings,
+    LlmSettings,
+    LocationSettings,
     load_dotenv_file,
     load_settings,
 )
@@ -28,6 +30,7 @@ from center_pipeline.db.engine import (
 )
 from center_pipeline.db.resource import engine_from_environment
 from center_pipeline.db.schema import SchemaOutOfDate, SchemaState
+from center_pipeline.events.resource import llm_key_variables, missing_api_key_error
 from center_pipeline.launch import RUN_DATE_TAG, SYNC_RUN_TAG, all_centers_tags, resume_tags
 from center_pipeline.runner import JobRun, execute_job, first_failure_message, open_instance
 from center_pipeline.status import run_status_document
@@ -44,14 +47,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # One INFO line per HTTP request drowns the run's own log; errors still show.
-    for noisy in ("httpx", "httpx2", "openai"):
+    # One INFO line per HTTP request, and Alembic's lines about Dagster's own storage, drown
+    # the run's own log. Their warnings and errors still show.
+    for noisy in ("httpx", "httpx2", "openai", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv_file()
     try:
         return args.handler(args)
     except (ConfigError, DatabaseUnavailable, SchemaOutOfDate) as error:
         print(f"error: {error}", file=sys.stderr)
+        if getattr(args, "json", False):
+            # Scripts that read --json get an object on stdout for these errors too.
+            print(json.dumps({"error": str(error)}, indent=2))
         return 2
 
 
@@ -128,6 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    load_settings(LocationSettings)
     instance = open_instance()
     with _command_engine() as engine:
         sync = _run_sync(instance, "sync_centers")
@@ -135,6 +143,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
+    _check_batch_settings()
     instance = open_instance()
     with _command_engine() as engine:
         if args.resume:
@@ -148,6 +157,9 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _sync_and_run(args: argparse.Namespace) -> int:
+    # Checked first, so that a bad LLM setting does not surface only after a whole sync.
+    load_settings(LocationSettings)
+    _check_batch_settings()
     instance = open_instance()
     with _command_engine() as engine:
         sync = _run_sync(instance, "sync_and_run")
@@ -173,6 +185,14 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return _sync_and_run(args)
+
+
+def _check_batch_settings() -> None:
+    """Raise the ConfigError that the batch run would raise at its start, before any run."""
+    llm = load_settings(LlmSettings)
+    load_settings(EventSettings)
+    if not any(os.environ.get(name) for name in llm_key_variables(llm.llm_provider)):
+        raise missing_api_key_error(llm.llm_provider)
 
 
 def _run_sync(instance: DagsterInstance, job_name: str) -> JobRun:
@@ -291,7 +311,11 @@ def _status(args: argparse.Namespace) -> int:
     with _command_engine() as engine:
         document = run_status_document(engine, args.run_id, instance)
     if document is None:
-        print(f"error: no run or bridge request with id {args.run_id!r}", file=sys.stderr)
+        print(
+            f"error: no run or bridge request with id {args.run_id!r}. The job commands print "
+            "their run ids, and the Dagster UI lists every run under Runs.",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(document, indent=2, default=str))

@@ -10,7 +10,7 @@ from center_pipeline.bridge.sensor import build_bridge_sensor
 from center_pipeline.config import load_dotenv_file
 from center_pipeline.dagster_env import apply_event_storage_defaults
 from center_pipeline.db.resource import DatabaseResource
-from center_pipeline.events.resource import LlmResource
+from center_pipeline.events.resource import LlmResource, llm_key_variables
 from center_pipeline.jobs import batch_job, sync_and_run_job, sync_job
 from center_pipeline.locations.resource import LocationApiResource
 from center_pipeline.schedules import build_nightly_schedule
@@ -26,8 +26,7 @@ def _env_var_if_set(*names: str) -> EnvVar | None:
 
 
 def _llm_key_variables() -> tuple[str, ...]:
-    provider = os.environ.get("LLM_PROVIDER", "openai").strip().lower()
-    return ("LLM_API_KEY", "XAI_API_KEY" if provider == "grok" else "OPENAI_API_KEY")
+    return llm_key_variables(os.environ.get("LLM_PROVIDER", "openai").strip().lower())
 
 
 def build_definitions() -> Definitions:

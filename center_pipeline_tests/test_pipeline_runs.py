@@ -121,9 +121,15 @@ def test_sync_deactivates_unlisted_and_keeps_failed(pipeline_env, monkeypatch, c
         assert run_cli(capsys, "sync")[0] == 0
     before = center_rows(pipeline_env["DATABASE_URL"])
     active = sorted(slug for slug, row in before.items() if row["is_active"])
-    removed, failing = active[0], active[1]
+    removed, failing, missing, empty = active[:4]
 
-    smaller = [entry for entry in network if entry["slug"] != removed]
+    # The data API returns 404 for `missing` and an empty list for `empty`. Both stay listed.
+    no_detail = {missing: None, empty: []}
+    smaller = [
+        {**entry, "detail": no_detail[entry["slug"]]} if entry["slug"] in no_detail else entry
+        for entry in network
+        if entry["slug"] != removed
+    ]
     with SampleServers(
         network=smaller, location_faults=FaultPlan(fail_slugs=frozenset({failing}))
     ) as second:
@@ -133,13 +139,14 @@ def test_sync_deactivates_unlisted_and_keeps_failed(pipeline_env, monkeypatch, c
 
     assert exit_code == 0
     assert report["sync"]["deactivated"] == 1
-    assert failing in report["sync"]["details"]["failed"]
     after = center_rows(pipeline_env["DATABASE_URL"])
     assert after[removed]["is_active"] is False
     assert after[removed]["status"] == "inactive"
-    assert after[failing] == before[failing]
     assert removed not in partition_keys()
-    assert failing in partition_keys()
+    for slug in (failing, missing, empty):
+        assert slug in report["sync"]["details"]["failed"]
+        assert after[slug] == before[slug]
+        assert slug in partition_keys()
 
 
 def test_sync_fails_when_slug_api_down(pipeline_env, monkeypatch, capsys):
@@ -237,23 +244,35 @@ def test_status_command_prints_batch_document(servers, pipeline_env, capsys):
 def test_missing_location_url_names_variable(pipeline_env, capsys):
     exit_code = main(["sync"])
 
-    assert exit_code == 1
-    assert "LOCATION_SLUG_API_URL is not set" in capsys.readouterr().err + _last_run_error()
-
-
-def _last_run_error() -> str:
+    assert exit_code == 2
+    assert "LOCATION_SLUG_API_URL is not set" in capsys.readouterr().err
     with DagsterInstance.get() as instance:
-        run = instance.get_runs(limit=1)[0]
-        logs = instance.all_logs(run.run_id)
-        return "\n".join(
-            str(entry.dagster_event.event_specific_data)
-            for entry in logs
-            if entry.dagster_event and entry.dagster_event.is_step_failure
-        )
+        assert instance.get_runs() == []
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_unreachable_database_starts_no_run(pipeline_env, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LLM_CONCURRENCY", "abc", "LLM_CONCURRENCY='abc' is invalid"),
+        ("LLM_API_KEY", "", "LLM_API_KEY is not set"),
+    ],
+)
+def test_bad_llm_setting_stops_before_sync(
+    servers, pipeline_env, monkeypatch, capsys, variable, value, message
+):
+    monkeypatch.setenv(variable, value)
+
+    exit_code, report = run_cli(capsys, "sync-and-run")
+
+    assert exit_code == 2
+    assert message in report["error"]
+    with DagsterInstance.get() as instance:
+        assert instance.get_runs() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_unreachable_database_starts_no_run(servers, pipeline_env, monkeypatch, capsys):
     # Nothing listens on port 1, so the connection is refused at once.
     monkeypatch.setenv("DATABASE_URL", "postgresql://center:s3cret-pw@127.0.0.1:1/centers")
 
