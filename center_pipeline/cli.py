@@ -19,6 +19,7 @@ from center_pipeline.config import (
     EventSettings,
     LlmSettings,
     LocationSettings,
+    first_set_variable,
     load_dotenv_file,
     load_settings,
 )
@@ -191,7 +192,7 @@ def _check_batch_settings() -> None:
     """Raise the ConfigError that the batch run would raise at its start, before any run."""
     llm = load_settings(LlmSettings)
     load_settings(EventSettings)
-    if not any(os.environ.get(name) for name in llm_key_variables(llm.llm_provider)):
+    if first_set_variable(*llm_key_variables(llm.llm_provider)) is None:
         raise missing_api_key_error(llm.llm_provider)
 
 

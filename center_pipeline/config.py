@@ -231,6 +231,14 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
         raise ConfigError(describe_validation_error(settings_class, error)) from None
 
 
+def first_set_variable(*names: str) -> str | None:
+    """Return the first of `names` that is set to a non-empty value, or None."""
+    for name in names:
+        if os.environ.get(name):
+            return name
+    return None
+
+
 def describe_validation_error(settings_class: type[_EnvSettings], error: ValidationError) -> str:
     """Format pydantic errors as one actionable line per environment variable."""
     lines = []

@@ -7,7 +7,7 @@ from dagster import Definitions, EnvVar
 from center_pipeline.assets.events import center_events
 from center_pipeline.assets.sync import center_details, center_slugs, centers
 from center_pipeline.bridge.sensor import build_bridge_sensor
-from center_pipeline.config import load_dotenv_file
+from center_pipeline.config import first_set_variable, load_dotenv_file
 from center_pipeline.dagster_env import apply_event_storage_defaults
 from center_pipeline.db.resource import DatabaseResource
 from center_pipeline.events.resource import LlmResource, llm_key_variables
@@ -19,10 +19,8 @@ from center_pipeline.sensors import batch_after_sync, fail_abandoned_batches
 
 def _env_var_if_set(*names: str) -> EnvVar | None:
     """EnvVar for the first of `names` that is set, so the secret is read at launch."""
-    for name in names:
-        if os.environ.get(name):
-            return EnvVar(name)
-    return None
+    name = first_set_variable(*names)
+    return EnvVar(name) if name else None
 
 
 def _llm_key_variables() -> tuple[str, ...]:
